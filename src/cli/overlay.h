@@ -1,0 +1,14 @@
+#pragma once
+// Pictures for people: masks tinted over the image, prompts drawn on top.
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "sam/predictor.h"
+
+namespace ptq4sam::cli {
+
+// image: H x W x 3 RGB uint8; masks: (N, H, W) bool. Returns a new RGB image.
+at::Tensor draw_overlay(const at::Tensor& image, const at::Tensor& masks, const std::vector<sam::Prompt>& prompts);
+
+}  // namespace ptq4sam::cli

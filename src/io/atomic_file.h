@@ -1,0 +1,15 @@
+#pragma once
+// Writes a file so that readers see either the old content or the whole new one: the bytes go
+// to a temporary file beside the target, which is then renamed over it.
+#include <string>
+#include <string_view>
+
+namespace ptq4sam::io {
+
+// Throws ptq4sam::Error naming the path on failure; the temporary file is removed.
+void write_file_atomic(const std::string& path, std::string_view bytes);
+
+// Creates the directory (and its parents) if needed.
+void ensure_directory(const std::string& path);
+
+}  // namespace ptq4sam::io

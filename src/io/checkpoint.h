@@ -1,0 +1,37 @@
+#pragma once
+// Reader for torch.save checkpoints (the zip format of the official SAM .pth files).
+#include <ATen/ATen.h>
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace ptq4sam::io {
+
+// Named tensors in file order.
+class StateDict {
+ public:
+  void insert(const std::string& name, at::Tensor tensor);
+  bool contains(const std::string& name) const { return index_.count(name) > 0; }
+  // Throws ptq4sam::Error naming `source()` when absent.
+  const at::Tensor& at(const std::string& name) const;
+  const std::vector<std::string>& keys() const { return keys_; }
+  size_t size() const { return keys_.size(); }
+  const std::string& source() const { return source_; }
+  void set_source(std::string source) { source_ = std::move(source); }
+  // Removes and returns a tensor, so that a model taking ownership leaves no second copy.
+  at::Tensor take(const std::string& name);
+
+ private:
+  std::string source_;
+  std::vector<std::string> keys_;
+  std::unordered_map<std::string, at::Tensor> index_;
+};
+
+// Loads every tensor of a torch.save zip checkpoint whose pickle root is a (Ordered)dict of
+// name -> tensor (nested dicts are flattened with '.'). Storages shared between views are read
+// once; tensors keep their dtype, shape and strides. Never runs pickled code. Throws
+// ptq4sam::Error naming the file for anything it cannot read.
+StateDict load_checkpoint(const std::string& path);
+
+}  // namespace ptq4sam::io

@@ -1,0 +1,16 @@
+#pragma once
+// Image files through OpenCV, in the RGB order SAM expects.
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace ptq4sam::io {
+
+// Decodes an image file into an RGB uint8 tensor of shape H x W x 3. Throws ptq4sam::Error
+// naming the file when it is missing or does not decode.
+at::Tensor read_image_rgb(const std::string& path);
+
+// Encodes an H x W x 3 RGB or H x W gray uint8 tensor as PNG and writes it atomically.
+void write_png(const std::string& path, const at::Tensor& image);
+
+}  // namespace ptq4sam::io

@@ -1,0 +1,59 @@
+#pragma once
+// A restricted unpickler for torch.save checkpoints. It rebuilds only what a state_dict holds
+// (dicts, OrderedDicts, tuples, lists, scalars, strings and tensors) and never runs pickled code:
+// any global outside a short allow-list is an error naming it.
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace ptq4sam::io {
+
+struct PickleValue;
+using PickleValuePtr = std::shared_ptr<PickleValue>;
+
+struct PickleValue {
+  enum class Kind { None, Bool, Int, Float, String, Tuple, List, Dict, Global, Storage, Tensor, Mark };
+  Kind kind = Kind::None;
+  int64_t int_value = 0;  // Bool and Int
+  double float_value = 0;
+  std::string string_value;  // String; Global's "module.name"
+  std::vector<PickleValuePtr> items;  // Tuple and List
+  std::vector<std::pair<PickleValuePtr, PickleValuePtr>> dict;  // Dict, in insertion order
+  at::Tensor tensor;  // Storage (flat, 1-D) and Tensor
+};
+
+class Unpickler {
+ public:
+  // Loads the bytes of storage `key` as a flat tensor of `numel` elements of `dtype`.
+  using StorageLoader =
+      std::function<at::Tensor(const std::string& key, at::ScalarType dtype, int64_t numel)>;
+
+  // `where` names the source in error messages (e.g. "model.pth:archive/data.pkl").
+  Unpickler(std::string where, std::string_view data, StorageLoader load_storage);
+
+  PickleValuePtr load();
+
+ private:
+  [[noreturn]] void fail(const std::string& problem) const;
+  uint8_t byte();
+  std::string_view bytes(size_t n);
+  PickleValuePtr pop();
+  std::vector<PickleValuePtr> pop_to_mark();
+  PickleValuePtr make_global(const std::string& module, const std::string& name);
+  PickleValuePtr reduce(const PickleValuePtr& callable, const PickleValuePtr& args);
+  PickleValuePtr persistent_load(const PickleValuePtr& pid);
+
+  std::string where_;
+  std::string_view data_;
+  size_t pos_ = 0;
+  StorageLoader load_storage_;
+  std::vector<PickleValuePtr> stack_;
+  std::vector<PickleValuePtr> memo_;
+};
+
+}  // namespace ptq4sam::io

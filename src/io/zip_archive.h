@@ -1,0 +1,44 @@
+#pragma once
+// Read-only access to the entries of a zip archive, as written by torch.save (stored entries,
+// 64-byte aligned) or by any other zip tool (deflated entries are inflated with zlib).
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace ptq4sam::io {
+
+struct ZipEntry {
+  std::string name;
+  uint16_t method = 0;  // 0 stored, 8 deflate
+  uint64_t compressed_size = 0;
+  uint64_t size = 0;
+  uint64_t local_header_offset = 0;
+};
+
+class ZipArchive {
+ public:
+  // Opens and indexes the archive. Throws ptq4sam::Error naming the file when it is missing,
+  // not a zip archive, or truncated.
+  explicit ZipArchive(std::string path);
+
+  const std::string& path() const { return path_; }
+  const std::vector<ZipEntry>& entries() const { return entries_; }
+  // nullptr when absent.
+  const ZipEntry* find(const std::string& name) const;
+
+  // Reads the whole (uncompressed) entry into dst, which must hold entry.size bytes.
+  void read(const ZipEntry& entry, void* dst);
+  std::string read_string(const ZipEntry& entry);
+
+ private:
+  void read_at(uint64_t offset, void* dst, uint64_t size);
+  uint64_t data_offset(const ZipEntry& entry);
+
+  std::string path_;
+  std::ifstream file_;
+  uint64_t file_size_ = 0;
+  std::vector<ZipEntry> entries_;
+};
+
+}  // namespace ptq4sam::io

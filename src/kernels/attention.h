@@ -1,0 +1,25 @@
+#pragma once
+// Scaled dot-product attention that never holds more than a slice of the score matrix: query
+// rows are processed in chunks, so a global ViT block (4096 x 4096 scores per head) needs a
+// few MB instead of a GB.
+#include <ATen/ATen.h>
+
+namespace ptq4sam::kernels {
+
+// out = softmax(scale * q @ k^T + bias) @ v for q (N, d), k (M, d), v (M, dv) and a
+// preallocated out (N, dv), each a 2-D float32 view of any strides. When rel_h (N, Hk) and
+// rel_w (N, Wk) are given (M = Hk * Wk), the bias is SAM's decomposed relative position:
+// bias[n, i * Wk + j] = rel_h[n, i] + rel_w[n, j].
+void attention_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                    float scale, const at::Tensor& rel_h = at::Tensor(), const at::Tensor& rel_w = at::Tensor());
+
+// Multi-head attention over (B, N, C) queries and (B, M, C) keys/values split into num_heads
+// heads along C (head h owns channels [h*C/H, (h+1)*C/H)); returns (B, N, C) with the heads
+// recombined. rel_h (B, H, N, Hk) and rel_w (B, H, N, Wk) are optional as above. Inputs may be
+// strided views (e.g. slices of a fused qkv projection). Uses differentiable ATen ops when
+// autograd needs them.
+at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_heads,
+                                float scale, const at::Tensor& rel_h = at::Tensor(),
+                                const at::Tensor& rel_w = at::Tensor());
+
+}  // namespace ptq4sam::kernels

@@ -1,0 +1,91 @@
+#include "sam/common.h"
+
+namespace ptq4sam::sam {
+namespace {
+
+at::Tensor empty_param(torch::nn::Module& m, const char* name, at::IntArrayRef shape) {
+  return m.register_parameter(name, torch::empty(shape), /*requires_grad=*/false);
+}
+
+}  // namespace
+
+Linear::Linear(int64_t in_features, int64_t out_features, bool has_bias) {
+  weight = empty_param(*this, "weight", {out_features, in_features});
+  if (has_bias) bias = empty_param(*this, "bias", {out_features});
+}
+
+at::Tensor Linear::forward(const at::Tensor& x, Activation activation) const {
+  return kernels::linear(x, weight, bias, activation);
+}
+
+LayerNorm::LayerNorm(int64_t dim, double eps_) : eps(eps_) {
+  weight = empty_param(*this, "weight", {dim});
+  bias = empty_param(*this, "bias", {dim});
+}
+
+at::Tensor LayerNorm::forward(const at::Tensor& x) const {
+  return at::layer_norm(x, {weight.size(0)}, weight, bias, eps);
+}
+
+LayerNorm2d::LayerNorm2d(int64_t channels, double eps_) : eps(eps_) {
+  weight = empty_param(*this, "weight", {channels});
+  bias = empty_param(*this, "bias", {channels});
+}
+
+at::Tensor LayerNorm2d::forward(const at::Tensor& x) const {
+  return forward_channels_last(x.permute({0, 2, 3, 1})).permute({0, 3, 1, 2});
+}
+
+at::Tensor LayerNorm2d::forward_channels_last(const at::Tensor& x) const {
+  return at::layer_norm(x, {weight.size(0)}, weight, bias, eps);
+}
+
+Embedding::Embedding(int64_t count, int64_t dim) { weight = empty_param(*this, "weight", {count, dim}); }
+
+Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride_, int64_t padding_,
+               bool has_bias)
+    : stride(stride_), padding(padding_) {
+  weight = empty_param(*this, "weight", {out_channels, in_channels, kernel, kernel});
+  if (has_bias) bias = empty_param(*this, "bias", {out_channels});
+}
+
+at::Tensor Conv2d::forward(const at::Tensor& x) const {
+  return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
+}
+
+ConvTranspose2d::ConvTranspose2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride_)
+    : stride(stride_) {
+  weight = empty_param(*this, "weight", {in_channels, out_channels, kernel, kernel});
+  bias = empty_param(*this, "bias", {out_channels});
+}
+
+at::Tensor ConvTranspose2d::forward(const at::Tensor& x) const {
+  return at::conv_transpose2d(x, weight, bias, {stride, stride});
+}
+
+MLPBlock::MLPBlock(int64_t embedding_dim, int64_t mlp_dim, Activation activation_) : activation(activation_) {
+  lin1 = register_module("lin1", std::make_shared<Linear>(embedding_dim, mlp_dim));
+  lin2 = register_module("lin2", std::make_shared<Linear>(mlp_dim, embedding_dim));
+}
+
+at::Tensor MLPBlock::forward(const at::Tensor& x) const { return lin2->forward(lin1->forward(x, activation)); }
+
+MLP::MLP(int64_t input_dim, int64_t hidden_dim, int64_t output_dim, int64_t num_layers, bool sigmoid_output_)
+    : sigmoid_output(sigmoid_output_) {
+  torch::nn::ModuleList list;
+  for (int64_t i = 0; i < num_layers; ++i) {
+    const int64_t in = i == 0 ? input_dim : hidden_dim;
+    const int64_t out = i == num_layers - 1 ? output_dim : hidden_dim;
+    layers.push_back(append(list, std::make_shared<Linear>(in, out)));
+  }
+  register_module("layers", list);
+}
+
+at::Tensor MLP::forward(const at::Tensor& x) const {
+  at::Tensor y = x;
+  for (size_t i = 0; i < layers.size(); ++i)
+    y = layers[i]->forward(y, i + 1 < layers.size() ? Activation::kRelu : Activation::kNone);
+  return sigmoid_output ? at::sigmoid(y) : y;
+}
+
+}  // namespace ptq4sam::sam

@@ -1,0 +1,91 @@
+#pragma once
+// Building blocks shared by SAM's modules (the official segment_anything/modeling/common.py and
+// the torch.nn layers it uses). Parameters are registered under torch's names ("weight",
+// "bias") and start empty: a checkpoint fills them, so building ViT-H costs no random init.
+#include <torch/torch.h>
+
+#include "kernels/matmul.h"
+
+namespace ptq4sam::sam {
+
+using kernels::Activation;
+
+// torch.nn.Linear.
+class Linear : public torch::nn::Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias = true);
+  at::Tensor forward(const at::Tensor& x, Activation activation = Activation::kNone) const;
+  at::Tensor weight, bias;
+};
+
+// torch.nn.LayerNorm over the last dim.
+class LayerNorm : public torch::nn::Module {
+ public:
+  explicit LayerNorm(int64_t dim, double eps = 1e-5);
+  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor weight, bias;
+  double eps;
+};
+
+// SAM's LayerNorm2d: normalises an N x C x H x W tensor over C (eps 1e-6).
+class LayerNorm2d : public torch::nn::Module {
+ public:
+  explicit LayerNorm2d(int64_t channels, double eps = 1e-6);
+  at::Tensor forward(const at::Tensor& x) const;
+  // The same normalisation for a channels-last (..., C) tensor.
+  at::Tensor forward_channels_last(const at::Tensor& x) const;
+  at::Tensor weight, bias;
+  double eps;
+};
+
+// torch.nn.Embedding, used by SAM only for its weight table.
+class Embedding : public torch::nn::Module {
+ public:
+  Embedding(int64_t count, int64_t dim);
+  at::Tensor weight;
+};
+
+// torch.nn.Conv2d with square kernel, stride and padding.
+class Conv2d : public torch::nn::Module {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, int64_t padding, bool bias);
+  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor weight, bias;
+  int64_t stride, padding;
+};
+
+// torch.nn.ConvTranspose2d with square kernel and stride, no padding.
+class ConvTranspose2d : public torch::nn::Module {
+ public:
+  ConvTranspose2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride);
+  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor weight, bias;
+  int64_t stride;
+};
+
+// common.MLPBlock: lin2(act(lin1(x))).
+class MLPBlock : public torch::nn::Module {
+ public:
+  MLPBlock(int64_t embedding_dim, int64_t mlp_dim, Activation activation);
+  at::Tensor forward(const at::Tensor& x) const;
+  std::shared_ptr<Linear> lin1, lin2;
+  Activation activation;
+};
+
+// mask_decoder.MLP: num_layers Linears with ReLU between them.
+class MLP : public torch::nn::Module {
+ public:
+  MLP(int64_t input_dim, int64_t hidden_dim, int64_t output_dim, int64_t num_layers, bool sigmoid_output = false);
+  at::Tensor forward(const at::Tensor& x) const;
+  std::vector<std::shared_ptr<Linear>> layers;
+  bool sigmoid_output;
+};
+
+// Registers `module` in `list` (so that it is named "<list>.<index>") and returns it.
+template <typename M>
+std::shared_ptr<M> append(torch::nn::ModuleList& list, std::shared_ptr<M> module) {
+  list->push_back(module);
+  return module;
+}
+
+}  // namespace ptq4sam::sam

@@ -1,0 +1,138 @@
+#include "sam/image_encoder.h"
+
+#include <cmath>
+
+#include "kernels/attention.h"
+
+namespace ptq4sam::sam {
+
+EncoderAttention::EncoderAttention(int64_t dim, int64_t num_heads_, bool use_rel_pos, int64_t input_size)
+    : num_heads(num_heads_) {
+  qkv = register_module("qkv", std::make_shared<Linear>(dim, dim * 3));
+  proj = register_module("proj", std::make_shared<Linear>(dim, dim));
+  if (use_rel_pos) {
+    const int64_t head_dim = dim / num_heads;
+    rel_pos_h = register_parameter("rel_pos_h", torch::empty({2 * input_size - 1, head_dim}), false);
+    rel_pos_w = register_parameter("rel_pos_w", torch::empty({2 * input_size - 1, head_dim}), false);
+  }
+}
+
+at::Tensor get_rel_pos(int64_t q_size, int64_t k_size, const at::Tensor& rel_pos) {
+  const int64_t max_rel_dist = 2 * std::max(q_size, k_size) - 1;
+  at::Tensor table = rel_pos;
+  if (rel_pos.size(0) != max_rel_dist) {
+    table = at::upsample_linear1d(rel_pos.reshape({1, rel_pos.size(0), -1}).permute({0, 2, 1}), {max_rel_dist}, false)
+                .reshape({-1, max_rel_dist})
+                .permute({1, 0});
+  }
+  const double q_scale = std::max(double(k_size) / double(q_size), 1.0);
+  const double k_scale = std::max(double(q_size) / double(k_size), 1.0);
+  const at::Tensor q_coords = at::arange(q_size, at::kFloat).unsqueeze(1) * q_scale;
+  const at::Tensor k_coords = at::arange(k_size, at::kFloat).unsqueeze(0) * k_scale;
+  const at::Tensor relative = (q_coords - k_coords) + double(k_size - 1) * k_scale;
+  return table.index({relative.to(at::kLong)});
+}
+
+at::Tensor EncoderAttention::forward(const at::Tensor& x) const {
+  const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
+  const int64_t head_dim = c / num_heads;
+  // (B, HW, 3, C): q, k and v are strided views of the fused projection, never copied.
+  const at::Tensor fused = qkv->forward(x.reshape({b, h * w, c})).view({b, h * w, 3, c});
+  const at::Tensor q = fused.select(2, 0), k = fused.select(2, 1), v = fused.select(2, 2);
+  at::Tensor rel_h, rel_w;
+  if (rel_pos_h.defined()) {
+    // einsum("bhwc,hkc->bhwk") per head, on the unscaled q as in the official code.
+    const at::Tensor rh = get_rel_pos(h, h, rel_pos_h), rw = get_rel_pos(w, w, rel_pos_w);
+    const at::Tensor r_q = q.view({b, h, w, num_heads, head_dim});
+    rel_h = at::einsum("bhwnc,hkc->bnhwk", {r_q, rh}).reshape({b, num_heads, h * w, h});
+    rel_w = at::einsum("bhwnc,wkc->bnhwk", {r_q, rw}).reshape({b, num_heads, h * w, w});
+  }
+  const float scale = float(1.0 / std::sqrt(double(head_dim)));
+  const at::Tensor out = kernels::multi_head_attention(q, k, v, num_heads, scale, rel_h, rel_w);
+  return proj->forward(out).view({b, h, w, c});
+}
+
+at::Tensor window_partition(const at::Tensor& x, int64_t ws, std::pair<int64_t, int64_t>& padded_hw) {
+  const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
+  const int64_t pad_h = (ws - h % ws) % ws, pad_w = (ws - w % ws) % ws;
+  const at::Tensor padded = (pad_h > 0 || pad_w > 0) ? at::constant_pad_nd(x, {0, 0, 0, pad_w, 0, pad_h}) : x;
+  const int64_t hp = h + pad_h, wp = w + pad_w;
+  padded_hw = {hp, wp};
+  return padded.view({b, hp / ws, ws, wp / ws, ws, c}).permute({0, 1, 3, 2, 4, 5}).contiguous().view({-1, ws, ws, c});
+}
+
+at::Tensor window_unpartition(const at::Tensor& windows, int64_t ws, std::pair<int64_t, int64_t> padded_hw,
+                              std::pair<int64_t, int64_t> hw) {
+  const auto [hp, wp] = padded_hw;
+  const auto [h, w] = hw;
+  const int64_t b = windows.size(0) / (hp * wp / ws / ws);
+  at::Tensor x = windows.view({b, hp / ws, wp / ws, ws, ws, -1}).permute({0, 1, 3, 2, 4, 5}).contiguous().view({b, hp, wp, -1});
+  if (hp > h || wp > w) x = x.narrow(1, 0, h).narrow(2, 0, w).contiguous();
+  return x;
+}
+
+EncoderBlock::EncoderBlock(const ImageEncoderConfig& config, int64_t window_size_) : window_size(window_size_) {
+  norm1 = register_module("norm1", std::make_shared<LayerNorm>(config.embed_dim, 1e-6));
+  const int64_t input_size = window_size == 0 ? config.grid_size() : window_size;
+  attn = register_module("attn", std::make_shared<EncoderAttention>(config.embed_dim, config.num_heads,
+                                                                    config.use_rel_pos, input_size));
+  norm2 = register_module("norm2", std::make_shared<LayerNorm>(config.embed_dim, 1e-6));
+  mlp = register_module("mlp", std::make_shared<MLPBlock>(config.embed_dim, config.mlp_dim, Activation::kGelu));
+}
+
+at::Tensor EncoderBlock::forward(const at::Tensor& x) const {
+  at::Tensor y = norm1->forward(x);
+  if (window_size > 0) {
+    std::pair<int64_t, int64_t> padded_hw;
+    y = window_partition(y, window_size, padded_hw);
+    y = attn->forward(y);
+    y = window_unpartition(y, window_size, padded_hw, {x.size(1), x.size(2)});
+  } else {
+    y = attn->forward(y);
+  }
+  const at::Tensor z = x + y;
+  return z + mlp->forward(norm2->forward(z));
+}
+
+PatchEmbed::PatchEmbed(int64_t patch_size, int64_t in_chans, int64_t embed_dim) {
+  proj = register_module("proj", std::make_shared<Conv2d>(in_chans, embed_dim, patch_size, patch_size, 0, true));
+}
+
+at::Tensor PatchEmbed::forward(const at::Tensor& x) const {
+  // A stride-p p x p convolution is a matmul over non-overlapping patches.
+  const int64_t b = x.size(0), c = x.size(1), p = proj->stride;
+  const int64_t gh = x.size(2) / p, gw = x.size(3) / p;
+  const at::Tensor patches = x.view({b, c, gh, p, gw, p}).permute({0, 2, 4, 1, 3, 5}).reshape({b * gh * gw, c * p * p});
+  const at::Tensor w = proj->weight.view({proj->weight.size(0), -1});
+  return kernels::linear(patches, w, proj->bias).view({b, gh, gw, -1});
+}
+
+ImageEncoderViT::ImageEncoderViT(const ImageEncoderConfig& config_) : config(config_) {
+  patch_embed = register_module("patch_embed", std::make_shared<PatchEmbed>(config.patch_size, config.in_chans, config.embed_dim));
+  pos_embed = register_parameter("pos_embed", torch::empty({1, config.grid_size(), config.grid_size(), config.embed_dim}), false);
+  torch::nn::ModuleList block_list;
+  for (int64_t i = 0; i < config.depth; ++i) {
+    const bool global = std::find(config.global_attn_indexes.begin(), config.global_attn_indexes.end(), i) !=
+                        config.global_attn_indexes.end();
+    blocks.push_back(append(block_list, std::make_shared<EncoderBlock>(config, global ? 0 : config.window_size)));
+  }
+  register_module("blocks", block_list);
+  torch::nn::ModuleList neck;
+  neck_conv1 = append(neck, std::make_shared<Conv2d>(config.embed_dim, config.out_chans, 1, 1, 0, false));
+  neck_norm1 = append(neck, std::make_shared<LayerNorm2d>(config.out_chans));
+  neck_conv2 = append(neck, std::make_shared<Conv2d>(config.out_chans, config.out_chans, 3, 1, 1, false));
+  neck_norm2 = append(neck, std::make_shared<LayerNorm2d>(config.out_chans));
+  register_module("neck", neck);
+}
+
+at::Tensor ImageEncoderViT::forward(const at::Tensor& image) const {
+  at::Tensor x = patch_embed->forward(image) + pos_embed;
+  for (const auto& block : blocks) x = block->forward(x);
+  // The 1x1 convolution and the first LayerNorm2d run channels-last, as a matmul.
+  const at::Tensor w1 = neck_conv1->weight.view({neck_conv1->weight.size(0), -1});
+  x = neck_norm1->forward_channels_last(kernels::linear(x, w1, at::Tensor()));
+  x = neck_conv2->forward(x.permute({0, 3, 1, 2}).contiguous());
+  return neck_norm2->forward(x).contiguous();
+}
+
+}  // namespace ptq4sam::sam

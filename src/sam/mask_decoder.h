@@ -1,0 +1,42 @@
+#pragma once
+// SAM's mask decoder (segment_anything/modeling/mask_decoder.py).
+#include <torch/torch.h>
+
+#include "sam/common.h"
+#include "sam/transformer.h"
+
+namespace ptq4sam::sam {
+
+struct MaskDecoderConfig {
+  int64_t transformer_dim = 256;
+  int64_t transformer_depth = 2;
+  int64_t transformer_heads = 8;  // not recoverable from shapes: every SAM uses 8
+  int64_t transformer_mlp_dim = 2048;
+  int64_t attention_downsample_rate = 2;
+  int64_t num_multimask_outputs = 3;
+  int64_t iou_head_depth = 3;
+  int64_t iou_head_hidden_dim = 256;
+};
+
+class MaskDecoder : public torch::nn::Module {
+ public:
+  explicit MaskDecoder(const MaskDecoderConfig& config);
+
+  // image_embeddings (1 or B, C, E, E), image_pe (1, C, E, E), sparse (B, n, C), dense
+  // (B, C, E, E). Returns low-res mask logits (B, M, 4E, 4E) and predicted IoUs (B, M), with
+  // M = 3 (masks 1..3) for multimask output, else 1 (mask 0).
+  std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& image_embeddings, const at::Tensor& image_pe,
+                                            const at::Tensor& sparse_prompt_embeddings,
+                                            const at::Tensor& dense_prompt_embeddings, bool multimask_output) const;
+
+  MaskDecoderConfig config;
+  int64_t num_mask_tokens;
+  std::shared_ptr<TwoWayTransformer> transformer;
+  std::shared_ptr<Embedding> iou_token, mask_tokens;
+  std::shared_ptr<ConvTranspose2d> upscale1, upscale2;
+  std::shared_ptr<LayerNorm2d> upscale_norm;
+  std::vector<std::shared_ptr<MLP>> output_hypernetworks_mlps;
+  std::shared_ptr<MLP> iou_prediction_head;
+};
+
+}  // namespace ptq4sam::sam

@@ -1,0 +1,71 @@
+#pragma once
+// SamPredictor (segment_anything/predictor.py): embed an image once, then decode any number of
+// prompts against that embedding.
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sam/sam.h"
+#include "sam/transforms.h"
+
+namespace ptq4sam::sam {
+
+struct Point {
+  double x = 0, y = 0;
+  int label = 1;  // 1 foreground, 0 background
+};
+
+struct Box {
+  double x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+};
+
+// One prompt: points and/or a box and/or a low-res mask (1 x 256 x 256 logits), in original
+// image pixels.
+struct Prompt {
+  std::vector<Point> points;
+  std::optional<Box> box;
+  at::Tensor mask_input;
+};
+
+struct Prediction {
+  at::Tensor masks;     // (B, C, H, W): logits at the original size, or bool when thresholded
+  at::Tensor iou;       // (B, C)
+  at::Tensor low_res;   // (B, C, 256, 256) logits
+};
+
+// Checks a box against an image of width x height: throws ptq4sam::Error (where: the prompt
+// text) when it lies entirely outside or is inverted, and returns it clipped to the image.
+Box clip_box(const Box& box, int64_t width, int64_t height, const std::string& where);
+// Throws when the point lies outside [0, width] x [0, height].
+void check_point(const Point& point, int64_t width, int64_t height, const std::string& where);
+
+class Predictor {
+ public:
+  explicit Predictor(std::shared_ptr<Sam> model);
+
+  // image: H x W x 3 RGB uint8. Resizes, normalises, pads and runs the image encoder.
+  void set_image(const at::Tensor& image);
+  // Uses a precomputed input image (already resized, 3 x h x w uint8 or float) and original size.
+  void set_torch_image(const at::Tensor& input_image, std::pair<int64_t, int64_t> original_size);
+
+  // Decodes all prompts in one batch. They must share a structure (same number of points,
+  // all or none with a box, all or none with a mask). Masks are upscaled to the original
+  // size; thresholded at 0.0 unless return_logits.
+  Prediction predict(const std::vector<Prompt>& prompts, bool multimask_output, bool return_logits = false) const;
+
+  const at::Tensor& features() const { return features_; }
+  std::pair<int64_t, int64_t> original_size() const { return original_size_; }
+  std::pair<int64_t, int64_t> input_size() const { return input_size_; }
+  const Sam& model() const { return *model_; }
+
+ private:
+  std::shared_ptr<Sam> model_;
+  ResizeLongestSide transform_;
+  at::Tensor features_;
+  std::pair<int64_t, int64_t> original_size_{0, 0}, input_size_{0, 0};
+};
+
+}  // namespace ptq4sam::sam
