@@ -6,20 +6,29 @@
 
 namespace ptq4sam::kernels {
 
-// out = softmax(scale * q @ k^T + bias) @ v for q (N, d), k (M, d), v (M, dv) and a
+// Where the 1/sqrt(d) factor is applied. The two SAM modules differ, and with the decoder's
+// large random-weight scores the float32 rounding of that one step shows in the masks, so each
+// keeps the official order.
+enum class ScoreScaling {
+  kScaleQueries,   // (q * d^-0.5) @ k^T: the image encoder
+  kDivideScores,   // (q @ k^T) / sqrt(d): the two-way transformer
+};
+
+// out = softmax(scaled(q @ k^T) + bias) @ v for q (N, d), k (M, d), v (M, dv) and a
 // preallocated out (N, dv), each a 2-D float32 view of any strides. When rel_h (N, Hk) and
 // rel_w (N, Wk) are given (M = Hk * Wk), the bias is SAM's decomposed relative position:
 // bias[n, i * Wk + j] = rel_h[n, i] + rel_w[n, j].
 void attention_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-                    float scale, const at::Tensor& rel_h = at::Tensor(), const at::Tensor& rel_w = at::Tensor());
+                    ScoreScaling scaling, const at::Tensor& rel_h = at::Tensor(),
+                    const at::Tensor& rel_w = at::Tensor());
 
 // Multi-head attention over (B, N, C) queries and (B, M, C) keys/values split into num_heads
-// heads along C (head h owns channels [h*C/H, (h+1)*C/H)); returns (B, N, C) with the heads
+// heads along C (head h owns channels [h*C/H, (h+1)*C/H)); returns (B, N, Cv) with the heads
 // recombined. rel_h (B, H, N, Hk) and rel_w (B, H, N, Wk) are optional as above. Inputs may be
 // strided views (e.g. slices of a fused qkv projection). Uses differentiable ATen ops when
 // autograd needs them.
 at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_heads,
-                                float scale, const at::Tensor& rel_h = at::Tensor(),
+                                ScoreScaling scaling, const at::Tensor& rel_h = at::Tensor(),
                                 const at::Tensor& rel_w = at::Tensor());
 
 }  // namespace ptq4sam::kernels

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
@@ -9,14 +10,21 @@ namespace {
 // Scores of one chunk stay well inside L2/L3 (here 1M floats = 4 MB).
 constexpr int64_t kChunkScores = 1 << 20;
 
+// Python's `head_dim ** -0.5` and `math.sqrt(head_dim)`, both doubles that ATen rounds to float.
+double query_scale(int64_t head_dim) { return std::pow(double(head_dim), -0.5); }
+double score_divisor(int64_t head_dim) { return std::sqrt(double(head_dim)); }
+
 at::Tensor split_heads(const at::Tensor& x, int64_t num_heads) {
   return x.view({x.size(0), x.size(1), num_heads, x.size(2) / num_heads}).permute({0, 2, 1, 3});
 }
 
 at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_heads,
-                              float scale, const at::Tensor& rel_h, const at::Tensor& rel_w) {
+                              ScoreScaling scaling, const at::Tensor& rel_h, const at::Tensor& rel_w) {
   const at::Tensor qh = split_heads(q, num_heads), kh = split_heads(k, num_heads), vh = split_heads(v, num_heads);
-  at::Tensor attn = at::matmul(qh * scale, kh.transpose(-2, -1));
+  const int64_t d = qh.size(-1);
+  at::Tensor attn = scaling == ScoreScaling::kScaleQueries
+                        ? at::matmul(qh * query_scale(d), kh.transpose(-2, -1))
+                        : at::matmul(qh, kh.transpose(-2, -1)) / score_divisor(d);
   if (rel_h.defined()) {
     const auto s = attn.sizes();
     attn = (attn.view({s[0], s[1], s[2], rel_h.size(-1), rel_w.size(-1)}) + rel_h.unsqueeze(-1) +
@@ -29,9 +37,10 @@ at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at
 
 }  // namespace
 
-void attention_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-                    float scale, const at::Tensor& rel_h, const at::Tensor& rel_w) {
-  const int64_t n = q.size(0), m = k.size(0);
+void attention_into(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                    ScoreScaling scaling, const at::Tensor& rel_h, const at::Tensor& rel_w) {
+  const int64_t n = q_in.size(0), m = k.size(0), d = q_in.size(1);
+  const at::Tensor q = scaling == ScoreScaling::kScaleQueries ? q_in * query_scale(d) : q_in;
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(n, kChunkScores / std::max<int64_t>(m, 1)));
   at::Tensor scores = at::empty({chunk, m}, q.options());
   at::Tensor probs = at::empty({chunk, m}, q.options());
@@ -40,7 +49,8 @@ void attention_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     const int64_t rows = std::min(chunk, n - r0);
     at::Tensor s = scores.narrow(0, 0, rows);
     at::Tensor p = probs.narrow(0, 0, rows);
-    matmul_into(q.narrow(0, r0, rows), kt, s, scale);
+    matmul_into(q.narrow(0, r0, rows), kt, s);
+    if (scaling == ScoreScaling::kDivideScores) s.div_(score_divisor(d));
     if (rel_h.defined()) {
       s.view({rows, rel_h.size(-1), rel_w.size(-1)})
           .add_(rel_h.narrow(0, r0, rows).unsqueeze(-1))
@@ -52,15 +62,15 @@ void attention_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
 }
 
 at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_heads,
-                                float scale, const at::Tensor& rel_h, const at::Tensor& rel_w) {
+                                ScoreScaling scaling, const at::Tensor& rel_h, const at::Tensor& rel_w) {
   const bool grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  if (grad) return attention_autograd(q, k, v, num_heads, scale, rel_h, rel_w);
+  if (grad || q.scalar_type() != at::kFloat || scaling == ScoreScaling::kDivideScores) return attention_autograd(q, k, v, num_heads, scaling, rel_h, rel_w);
   at::Tensor out = at::empty({q.size(0), q.size(1), v.size(2)}, q.options());
   const at::Tensor qh = split_heads(q, num_heads), kh = split_heads(k, num_heads), vh = split_heads(v, num_heads);
   const at::Tensor oh = split_heads(out, num_heads);
   for (int64_t b = 0; b < q.size(0); ++b) {
     for (int64_t h = 0; h < num_heads; ++h) {
-      attention_into(qh[b][h], kh[b][h], vh[b][h], oh[b][h], scale,
+      attention_into(qh[b][h], kh[b][h], vh[b][h], oh[b][h], scaling,
                      rel_h.defined() ? rel_h[b][h] : at::Tensor(), rel_w.defined() ? rel_w[b][h] : at::Tensor());
     }
   }

@@ -89,9 +89,10 @@ bool needs_autograd(const at::Tensor& a, const at::Tensor& b) {
   return at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, Activation activation) {
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, Activation activation,
+                  Numerics numerics) {
   const bool grad = needs_autograd(x, weight) || (bias.defined() && bias.requires_grad() && at::GradMode::is_enabled());
-  if (grad || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat) {
+  if (grad || numerics == Numerics::kReference || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat) {
     at::Tensor y = at::linear(x, weight, bias);
     if (activation == Activation::kGelu) return at::gelu(y);
     if (activation == Activation::kRelu) return at::relu(y);

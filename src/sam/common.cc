@@ -9,13 +9,13 @@ at::Tensor empty_param(torch::nn::Module& m, const char* name, at::IntArrayRef s
 
 }  // namespace
 
-Linear::Linear(int64_t in_features, int64_t out_features, bool has_bias) {
+Linear::Linear(int64_t in_features, int64_t out_features, bool has_bias, Numerics numerics_) : numerics(numerics_) {
   weight = empty_param(*this, "weight", {out_features, in_features});
   if (has_bias) bias = empty_param(*this, "bias", {out_features});
 }
 
 at::Tensor Linear::forward(const at::Tensor& x, Activation activation) const {
-  return kernels::linear(x, weight, bias, activation);
+  return kernels::linear(x, weight, bias, activation, numerics);
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps_) : eps(eps_) {
@@ -63,20 +63,22 @@ at::Tensor ConvTranspose2d::forward(const at::Tensor& x) const {
   return at::conv_transpose2d(x, weight, bias, {stride, stride});
 }
 
-MLPBlock::MLPBlock(int64_t embedding_dim, int64_t mlp_dim, Activation activation_) : activation(activation_) {
-  lin1 = register_module("lin1", std::make_shared<Linear>(embedding_dim, mlp_dim));
-  lin2 = register_module("lin2", std::make_shared<Linear>(mlp_dim, embedding_dim));
+MLPBlock::MLPBlock(int64_t embedding_dim, int64_t mlp_dim, Activation activation_, Numerics numerics)
+    : activation(activation_) {
+  lin1 = register_module("lin1", std::make_shared<Linear>(embedding_dim, mlp_dim, true, numerics));
+  lin2 = register_module("lin2", std::make_shared<Linear>(mlp_dim, embedding_dim, true, numerics));
 }
 
 at::Tensor MLPBlock::forward(const at::Tensor& x) const { return lin2->forward(lin1->forward(x, activation)); }
 
-MLP::MLP(int64_t input_dim, int64_t hidden_dim, int64_t output_dim, int64_t num_layers, bool sigmoid_output_)
+MLP::MLP(int64_t input_dim, int64_t hidden_dim, int64_t output_dim, int64_t num_layers, Numerics numerics,
+         bool sigmoid_output_)
     : sigmoid_output(sigmoid_output_) {
   torch::nn::ModuleList list;
   for (int64_t i = 0; i < num_layers; ++i) {
     const int64_t in = i == 0 ? input_dim : hidden_dim;
     const int64_t out = i == num_layers - 1 ? output_dim : hidden_dim;
-    layers.push_back(append(list, std::make_shared<Linear>(in, out)));
+    layers.push_back(append(list, std::make_shared<Linear>(in, out, true, numerics)));
   }
   register_module("layers", list);
 }

@@ -9,13 +9,15 @@
 namespace ptq4sam::sam {
 
 using kernels::Activation;
+using kernels::Numerics;
 
 // torch.nn.Linear.
 class Linear : public torch::nn::Module {
  public:
-  Linear(int64_t in_features, int64_t out_features, bool bias = true);
+  Linear(int64_t in_features, int64_t out_features, bool bias = true, Numerics numerics = Numerics::kFast);
   at::Tensor forward(const at::Tensor& x, Activation activation = Activation::kNone) const;
   at::Tensor weight, bias;
+  Numerics numerics;
 };
 
 // torch.nn.LayerNorm over the last dim.
@@ -66,7 +68,7 @@ class ConvTranspose2d : public torch::nn::Module {
 // common.MLPBlock: lin2(act(lin1(x))).
 class MLPBlock : public torch::nn::Module {
  public:
-  MLPBlock(int64_t embedding_dim, int64_t mlp_dim, Activation activation);
+  MLPBlock(int64_t embedding_dim, int64_t mlp_dim, Activation activation, Numerics numerics = Numerics::kFast);
   at::Tensor forward(const at::Tensor& x) const;
   std::shared_ptr<Linear> lin1, lin2;
   Activation activation;
@@ -75,7 +77,8 @@ class MLPBlock : public torch::nn::Module {
 // mask_decoder.MLP: num_layers Linears with ReLU between them.
 class MLP : public torch::nn::Module {
  public:
-  MLP(int64_t input_dim, int64_t hidden_dim, int64_t output_dim, int64_t num_layers, bool sigmoid_output = false);
+  MLP(int64_t input_dim, int64_t hidden_dim, int64_t output_dim, int64_t num_layers, Numerics numerics,
+      bool sigmoid_output = false);
   at::Tensor forward(const at::Tensor& x) const;
   std::vector<std::shared_ptr<Linear>> layers;
   bool sigmoid_output;

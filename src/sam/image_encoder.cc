@@ -47,8 +47,8 @@ at::Tensor EncoderAttention::forward(const at::Tensor& x) const {
     rel_h = at::einsum("bhwnc,hkc->bnhwk", {r_q, rh}).reshape({b, num_heads, h * w, h});
     rel_w = at::einsum("bhwnc,wkc->bnhwk", {r_q, rw}).reshape({b, num_heads, h * w, w});
   }
-  const float scale = float(1.0 / std::sqrt(double(head_dim)));
-  const at::Tensor out = kernels::multi_head_attention(q, k, v, num_heads, scale, rel_h, rel_w);
+  const at::Tensor out =
+      kernels::multi_head_attention(q, k, v, num_heads, kernels::ScoreScaling::kScaleQueries, rel_h, rel_w);
   return proj->forward(out).view({b, h, w, c});
 }
 

@@ -19,10 +19,10 @@ MaskDecoder::MaskDecoder(const MaskDecoderConfig& config_)
   register_module("output_upscaling", upscaling);
   torch::nn::ModuleList hyper;
   for (int64_t i = 0; i < num_mask_tokens; ++i)
-    output_hypernetworks_mlps.push_back(append(hyper, std::make_shared<MLP>(dim, dim, dim / 8, 3)));
+    output_hypernetworks_mlps.push_back(append(hyper, std::make_shared<MLP>(dim, dim, dim / 8, 3, kDecoderNumerics)));
   register_module("output_hypernetworks_mlps", hyper);
   iou_prediction_head = register_module(
-      "iou_prediction_head", std::make_shared<MLP>(dim, config.iou_head_hidden_dim, num_mask_tokens, config.iou_head_depth));
+      "iou_prediction_head", std::make_shared<MLP>(dim, config.iou_head_hidden_dim, num_mask_tokens, config.iou_head_depth, kDecoderNumerics));
 }
 
 std::pair<at::Tensor, at::Tensor> MaskDecoder::forward(const at::Tensor& image_embeddings, const at::Tensor& image_pe,

@@ -47,6 +47,13 @@ void Predictor::set_torch_image(const at::Tensor& input_image, std::pair<int64_t
   features_ = model_->image_encoder->forward(x);
 }
 
+void Predictor::set_features(const at::Tensor& features, std::pair<int64_t, int64_t> input_size,
+                             std::pair<int64_t, int64_t> original_size) {
+  features_ = features.to(at::kFloat).contiguous();
+  input_size_ = input_size;
+  original_size_ = original_size;
+}
+
 Prediction Predictor::predict(const std::vector<Prompt>& prompts, bool multimask_output, bool return_logits) const {
   if (!features_.defined()) throw Error("predict", "no image set");
   if (prompts.empty()) throw Error("predict", "no prompts");

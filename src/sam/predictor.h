@@ -56,6 +56,10 @@ class Predictor {
   // size; thresholded at 0.0 unless return_logits.
   Prediction predict(const std::vector<Prompt>& prompts, bool multimask_output, bool return_logits = false) const;
 
+  // Uses a precomputed image embedding (1, C, E, E) of an image resized to input_size.
+  void set_features(const at::Tensor& features, std::pair<int64_t, int64_t> input_size,
+                    std::pair<int64_t, int64_t> original_size);
+
   const at::Tensor& features() const { return features_; }
   std::pair<int64_t, int64_t> original_size() const { return original_size_; }
   std::pair<int64_t, int64_t> input_size() const { return input_size_; }

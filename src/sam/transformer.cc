@@ -8,17 +8,15 @@ namespace ptq4sam::sam {
 
 Attention::Attention(int64_t embedding_dim, int64_t num_heads_, int64_t downsample_rate) : num_heads(num_heads_) {
   const int64_t internal_dim = embedding_dim / downsample_rate;
-  q_proj = register_module("q_proj", std::make_shared<Linear>(embedding_dim, internal_dim));
-  k_proj = register_module("k_proj", std::make_shared<Linear>(embedding_dim, internal_dim));
-  v_proj = register_module("v_proj", std::make_shared<Linear>(embedding_dim, internal_dim));
-  out_proj = register_module("out_proj", std::make_shared<Linear>(internal_dim, embedding_dim));
+  q_proj = register_module("q_proj", std::make_shared<Linear>(embedding_dim, internal_dim, true, kDecoderNumerics));
+  k_proj = register_module("k_proj", std::make_shared<Linear>(embedding_dim, internal_dim, true, kDecoderNumerics));
+  v_proj = register_module("v_proj", std::make_shared<Linear>(embedding_dim, internal_dim, true, kDecoderNumerics));
+  out_proj = register_module("out_proj", std::make_shared<Linear>(internal_dim, embedding_dim, true, kDecoderNumerics));
 }
 
 at::Tensor Attention::forward(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) const {
   const at::Tensor q = q_proj->forward(q_in), k = k_proj->forward(k_in), v = v_proj->forward(v_in);
-  const int64_t c_per_head = q.size(2) / num_heads;
-  const float scale = float(1.0 / std::sqrt(double(c_per_head)));
-  return out_proj->forward(kernels::multi_head_attention(q, k, v, num_heads, scale));
+  return out_proj->forward(kernels::multi_head_attention(q, k, v, num_heads, kernels::ScoreScaling::kDivideScores));
 }
 
 TwoWayAttentionBlock::TwoWayAttentionBlock(int64_t dim, int64_t num_heads, int64_t mlp_dim, int64_t rate,
@@ -28,7 +26,7 @@ TwoWayAttentionBlock::TwoWayAttentionBlock(int64_t dim, int64_t num_heads, int64
   norm1 = register_module("norm1", std::make_shared<LayerNorm>(dim));
   cross_attn_token_to_image = register_module("cross_attn_token_to_image", std::make_shared<Attention>(dim, num_heads, rate));
   norm2 = register_module("norm2", std::make_shared<LayerNorm>(dim));
-  mlp = register_module("mlp", std::make_shared<MLPBlock>(dim, mlp_dim, Activation::kRelu));
+  mlp = register_module("mlp", std::make_shared<MLPBlock>(dim, mlp_dim, Activation::kRelu, kDecoderNumerics));
   norm3 = register_module("norm3", std::make_shared<LayerNorm>(dim));
   norm4 = register_module("norm4", std::make_shared<LayerNorm>(dim));
   cross_attn_image_to_token = register_module("cross_attn_image_to_token", std::make_shared<Attention>(dim, num_heads, rate));

@@ -6,6 +6,9 @@
 
 namespace ptq4sam::sam {
 
+// The decoder reproduces PyTorch's op order (see kernels::Numerics).
+constexpr Numerics kDecoderNumerics = Numerics::kReference;
+
 // Attention with optional downscaling of the embedding size after projection to q, k, v.
 class Attention : public torch::nn::Module {
  public:

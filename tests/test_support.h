@@ -1,0 +1,56 @@
+#pragma once
+// Shared helpers for the tests: where the reference fixtures are, temp dirs, running the CLI.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace ptq4sam::test {
+
+// $PTQ4SAM_FIXTURES, else ../shared/fixtures beside the source tree; empty when absent.
+inline std::string fixtures_dir() {
+  const char* env = std::getenv("PTQ4SAM_FIXTURES");
+  const std::string dir = env && *env ? env : std::string(PTQ4SAM_SOURCE_DIR) + "/../shared/fixtures";
+  return std::filesystem::is_directory(dir) ? dir : std::string();
+}
+
+#define PTQ4SAM_REQUIRE_FIXTURES(sub)                                                              \
+  const std::string fixtures = ::ptq4sam::test::fixtures_dir();                                    \
+  if (fixtures.empty() || !std::filesystem::exists(fixtures + "/" + sub))                          \
+    GTEST_SKIP() << "reference fixtures not found (set PTQ4SAM_FIXTURES or put ../shared/fixtures " \
+                    "beside the source tree)";
+
+// A fresh directory under the system temp dir, removed when the object goes away.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "ptq4sam_test_XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+// Runs the ptq4sam binary with `args` (shell-quoted by the caller).
+CommandResult run_cli(const std::string& args);
+
+// Writes `bytes` to `path`.
+void write_bytes(const std::string& path, const std::string& bytes);
+std::string read_bytes(const std::string& path);
+
+}  // namespace ptq4sam::test
