@@ -34,4 +34,10 @@ class StateDict {
 // ptq4sam::Error naming the file for anything it cannot read.
 StateDict load_checkpoint(const std::string& path);
 
+// Writes tensors in torch.save's zip format (protocol-2 pickle of an OrderedDict, one storage
+// entry per distinct storage, views keep their offset and strides), readable by torch.load and
+// by load_checkpoint. Atomic. With `with_metadata`, the OrderedDict carries a `_metadata`
+// attribute as a module's state_dict() does.
+void save_checkpoint(const std::string& path, const StateDict& state, bool with_metadata = true);
+
 }  // namespace ptq4sam::io

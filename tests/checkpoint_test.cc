@@ -1,0 +1,170 @@
+// The torch.save reader: dtypes, views, metadata, and every way a file can be broken.
+#include <gtest/gtest.h>
+
+#include "io/checkpoint.h"
+#include "io/pickle.h"
+#include "sam/random_weights.h"
+#include <nlohmann/json.hpp>
+
+#include "test_support.h"
+#include "util/error.h"
+
+namespace ptq4sam {
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Checkpoint, RoundTripsEveryDtypeAndView) {
+  test::TempDir dir;
+  io::StateDict state;
+  state.insert("f32", at::randn({3, 4}));
+  state.insert("f16", at::randn({5}).to(at::kHalf));
+  state.insert("bf16", at::randn({2, 2}).to(at::kBFloat16));
+  state.insert("i64", at::arange(7, at::kLong));
+  state.insert("i32", at::arange(6, at::kInt).view({2, 3}));
+  state.insert("u8", at::arange(10, at::kByte));
+  state.insert("bool", at::tensor({1, 0, 1}, at::kByte).to(at::kBool));
+  const at::Tensor base = at::arange(24, at::kFloat).view({4, 6});
+  state.insert("base", base);
+  state.insert("transposed_view", base.t());                  // same storage, strides (1, 6)
+  state.insert("offset_view", base.narrow(0, 2, 2).narrow(1, 1, 3));  // storage offset 13
+  for (const bool metadata : {true, false}) {
+    const std::string path = dir.file(metadata ? "with_meta.pth" : "plain.pth");
+    io::save_checkpoint(path, state, metadata);
+    const io::StateDict loaded = io::load_checkpoint(path);
+    ASSERT_EQ(loaded.keys(), state.keys());
+    for (const auto& key : state.keys()) {
+      SCOPED_TRACE(key);
+      EXPECT_EQ(loaded.at(key).scalar_type(), state.at(key).scalar_type());
+      EXPECT_EQ(loaded.at(key).sizes(), state.at(key).sizes());
+      EXPECT_TRUE(at::equal(loaded.at(key), state.at(key)));
+    }
+    EXPECT_EQ(loaded.at("transposed_view").strides(), (std::vector<int64_t>{1, 6}));
+    EXPECT_EQ(loaded.at("offset_view").storage_offset(), 13);
+    // Views share the storage they were saved with.
+    EXPECT_EQ(loaded.at("transposed_view").storage().data(), loaded.at("base").storage().data());
+  }
+}
+
+TEST(Checkpoint, ReadsTheFixtureCheckpointAndGolden) {
+  PTQ4SAM_REQUIRE_FIXTURES("sam_tiny");
+  const io::StateDict state = io::load_checkpoint(fixtures + "/sam_tiny/checkpoint.pth");
+  const std::string manifest = test::read_bytes(fixtures + "/sam_tiny/manifest.json");
+  const auto entries = nlohmann::json::parse(manifest);
+  ASSERT_EQ(state.size(), entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    EXPECT_EQ(state.keys()[i], entries[i][0].get<std::string>());
+    EXPECT_EQ(state.at(state.keys()[i]).sizes().vec(), entries[i][1].get<std::vector<int64_t>>());
+  }
+  const io::StateDict golden = io::load_checkpoint(fixtures + "/sam_tiny/golden.pth");
+  EXPECT_EQ(golden.at("input_image").scalar_type(), at::kByte);
+}
+
+TEST(Checkpoint, MissingFile) {
+  const std::string msg = error_of([] { io::load_checkpoint("/nonexistent/model.pth"); });
+  EXPECT_NE(msg.find("/nonexistent/model.pth: cannot open file"), std::string::npos) << msg;
+}
+
+TEST(Checkpoint, NotAZip) {
+  test::TempDir dir;
+  test::write_bytes(dir.file("text.pth"), std::string(1000, 'x'));
+  const std::string msg = error_of([&] { io::load_checkpoint(dir.file("text.pth")); });
+  EXPECT_NE(msg.find("text.pth: not a zip archive"), std::string::npos) << msg;
+}
+
+TEST(Checkpoint, TruncatedAtEveryCut) {
+  test::TempDir dir;
+  io::StateDict state;
+  state.insert("w", at::randn({64, 64}));
+  io::save_checkpoint(dir.file("full.pth"), state);
+  const std::string bytes = test::read_bytes(dir.file("full.pth"));
+  for (const double fraction : {0.1, 0.5, 0.9, 0.999}) {
+    const std::string path = dir.file("cut.pth");
+    test::write_bytes(path, bytes.substr(0, size_t(bytes.size() * fraction)));
+    const std::string msg = error_of([&] { io::load_checkpoint(path); });
+    EXPECT_NE(msg.find("cut.pth: truncated"), std::string::npos) << fraction << ": " << msg;
+  }
+}
+
+TEST(Checkpoint, ForbiddenGlobalIsNamedAndNeverRun) {
+  // A pickle that would call os.system: the reader must refuse it by name.
+  const std::string pickle = std::string("\x80\x02") + "cos\nsystem\n" + "X\x04\x00\x00\x00true" + "\x85R.";
+  io::Unpickler unpickler("evil.pth:archive/data.pkl", pickle, nullptr);
+  const std::string msg = error_of([&] { unpickler.load(); });
+  EXPECT_NE(msg.find("evil.pth:archive/data.pkl: forbidden global 'os.system'"), std::string::npos) << msg;
+}
+
+TEST(Checkpoint, CorruptPickleIsAnErrorNotACrash) {
+  for (const std::string pickle : {std::string("\x80\x02}q\x00(X\x03\x00\x00\x00"), std::string("\x80\x02\xff"),
+                                   std::string("\x80\x02h\x05."), std::string(".")}) {
+    io::Unpickler unpickler("bad.pkl", pickle, nullptr);
+    EXPECT_NE(error_of([&] { unpickler.load(); }).find("bad.pkl: "), std::string::npos);
+  }
+}
+
+TEST(Checkpoint, ModelKeyMismatchListsKeys) {
+  sam::SamConfig config = sam::vit_b_config();
+  config.encoder.embed_dim = 64;
+  config.encoder.num_heads = 2;
+  config.encoder.mlp_dim = 128;
+  config.encoder.depth = 2;
+  config.encoder.global_attn_indexes = {1};
+  io::StateDict state = sam::random_state_dict(config, 1);
+  state.insert("extra.weight", at::zeros({1}));
+  io::StateDict bad;
+  for (const auto& key : state.keys())
+    if (key != "mask_decoder.iou_token.weight") bad.insert(key, key == "image_encoder.neck.2.weight" ? at::zeros({3}) : state.at(key));
+  bad.set_source("broken.pth");
+  sam::Sam model(config);
+  const std::string msg = error_of([&] { model.load_state_dict(bad); });
+  EXPECT_NE(msg.find("broken.pth: missing keys: mask_decoder.iou_token.weight"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("unexpected keys: extra.weight"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("wrong shapes: image_encoder.neck.2.weight"), std::string::npos) << msg;
+}
+
+TEST(Checkpoint, ConfigOfOfficialSizesInferredFromShapes) {
+  for (const auto& expected : {sam::vit_b_config(), sam::vit_l_config(), sam::vit_h_config()}) {
+    // Uninitialised tensors of the right shapes: inference only reads shapes.
+    const sam::Sam shapes(expected);
+    io::StateDict state;
+    for (const auto& [name, t] : shapes.state_tensors()) state.insert(name, t);
+    const sam::SamConfig config = sam::infer_config(state);
+    EXPECT_EQ(config.encoder.embed_dim, expected.encoder.embed_dim);
+    EXPECT_EQ(config.encoder.depth, expected.encoder.depth);
+    EXPECT_EQ(config.encoder.num_heads, expected.encoder.num_heads);
+    EXPECT_EQ(config.encoder.mlp_dim, expected.encoder.mlp_dim);
+    EXPECT_EQ(config.encoder.window_size, 14);
+    EXPECT_EQ(config.encoder.global_attn_indexes, expected.encoder.global_attn_indexes);
+    EXPECT_EQ(config.decoder.num_multimask_outputs, 3);
+  }
+}
+
+TEST(Checkpoint, RandomModelSavedAndLoadedLikeAnOfficialOne) {
+  test::TempDir dir;
+  sam::SamConfig config = sam::vit_b_config();
+  config.encoder.embed_dim = 96;
+  config.encoder.num_heads = 3;
+  config.encoder.mlp_dim = 192;
+  config.encoder.depth = 3;
+  config.encoder.global_attn_indexes = {2};
+  io::save_checkpoint(dir.file("random.pth"), sam::random_state_dict(config, 7));
+  const auto model = sam::load_sam(dir.file("random.pth"));
+  EXPECT_EQ(model->config.encoder.embed_dim, 96);
+  EXPECT_EQ(model->config.encoder.num_heads, 3);
+  EXPECT_EQ(model->config.encoder.global_attn_indexes, std::vector<int64_t>{2});
+  torch::NoGradGuard no_grad;
+  const at::Tensor image = at::rand({1, 3, 1024, 1024}) * 255;
+  const at::Tensor embedding = model->image_encoder->forward(model->preprocess(image));
+  EXPECT_EQ(embedding.sizes(), (std::vector<int64_t>{1, 256, 64, 64}));
+  EXPECT_TRUE(embedding.isfinite().all().item<bool>());
+}
+
+}  // namespace
+}  // namespace ptq4sam
