@@ -11,7 +11,8 @@ using Runner = std::function<int()>;
 
 Runner add_segment_command(CLI::App& app);
 
-// Applies --threads (0 = all cores) to LibTorch and oneDNN.
-void set_threads(int threads);
+// Process-wide settings for a run: --threads (0 = all cores) for LibTorch and oneDNN, and an
+// allocator that keeps activation buffers instead of returning them to the kernel.
+void init_runtime(int threads);
 
 }  // namespace ptq4sam::cli

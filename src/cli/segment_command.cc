@@ -54,7 +54,7 @@ std::vector<int64_t> mask_bbox(const at::Tensor& mask) {
 }
 
 int run_segment(const SegmentOptions& o) {
-  set_threads(o.threads);
+  init_runtime(o.threads);
   const auto t_load = std::chrono::steady_clock::now();
   auto model = sam::load_sam(o.model);
   std::fprintf(stderr, "model: %s loaded in %.2f s\n", model->config.describe().c_str(), seconds_since(t_load));

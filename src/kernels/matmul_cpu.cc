@@ -106,7 +106,12 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = weight.size(0);
   at::Tensor out = at::empty(out_shape, x.options());
-  if (a.size(0) > 0) run_matmul(a, w.t(), b, out.view({-1, weight.size(0)}), activation, 1.0f);
+  if (a.size(0) == 0) return out;
+  // oneDNN's erf-GELU post-op runs at a third of the matmul's speed here; ATen's vectorised
+  // GELU in place is faster and is the very function torch.nn.GELU calls.
+  const bool fused = activation != Activation::kGelu;
+  run_matmul(a, w.t(), b, out.view({-1, weight.size(0)}), fused ? activation : Activation::kNone, 1.0f);
+  if (!fused) at::gelu_(out);
   return out;
 }
 

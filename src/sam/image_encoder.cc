@@ -91,7 +91,19 @@ at::Tensor EncoderBlock::forward(const at::Tensor& x) const {
     y = attn->forward(y);
   }
   const at::Tensor z = x + y;
-  return z + mlp->forward(norm2->forward(z));
+  const at::Tensor normed = norm2->forward(z);
+  if (at::GradMode::is_enabled()) return z + mlp->forward(normed);
+  // Row chunks keep the MLP's hidden activations (4x the width) small and reusable.
+  const int64_t c = z.size(-1);
+  const at::Tensor z2 = z.view({-1, c}), n2 = normed.view({-1, c});
+  at::Tensor out = at::empty_like(z2);
+  constexpr int64_t kRows = 1024;
+  for (int64_t r = 0; r < z2.size(0); r += kRows) {
+    const int64_t rows = std::min(kRows, z2.size(0) - r);
+    at::Tensor dst = out.narrow(0, r, rows);
+    at::add_out(dst, z2.narrow(0, r, rows), mlp->forward(n2.narrow(0, r, rows)));
+  }
+  return out.view(z.sizes());
 }
 
 PatchEmbed::PatchEmbed(int64_t patch_size, int64_t in_chans, int64_t embed_dim) {
