@@ -1,11 +1,10 @@
 // torch.save's zip format, written: used to make official-format checkpoints (random ViT-B
 // models in benches and tests) and to exercise the reader on every dtype and view.
-#include <zlib.h>
-
 #include <map>
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
+#include "io/zip_archive.h"
 #include "util/error.h"
 
 namespace ptq4sam::io {
@@ -53,59 +52,6 @@ class PickleWriter {
     global("collections", "OrderedDict");
     op(')');
     op('R');
-  }
-};
-
-struct ZipWriter {
-  struct Record {
-    std::string name;
-    uint32_t crc;
-    uint64_t size, offset;
-  };
-  std::ostream& out;
-  uint64_t offset = 0;
-  std::vector<Record> records;
-  std::string path;
-
-  static void put16(std::string& s, uint16_t v) { s.append(reinterpret_cast<const char*>(&v), 2); }
-  static void put32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
-
-  void add(const std::string& name, const void* data, uint64_t size) {
-    if (size >= 0xFFFFFFFFull || offset >= 0xFFFFFFFFull) throw Error(path, "checkpoint entries over 4 GB are not supported");
-    const uint32_t crc = uint32_t(crc32_z(crc32_z(0, nullptr, 0), static_cast<const Bytef*>(data), size));
-    // Like torch.save, pad the local header's extra field so that data starts 64-byte aligned.
-    const uint64_t base = offset + 30 + name.size() + 4;
-    const uint16_t pad = uint16_t((64 - base % 64) % 64);
-    std::string h;
-    put32(h, 0x04034b50);
-    put16(h, 20); put16(h, 0); put16(h, 0); put16(h, 0); put16(h, 0);
-    put32(h, crc); put32(h, uint32_t(size)); put32(h, uint32_t(size));
-    put16(h, uint16_t(name.size())); put16(h, uint16_t(4 + pad));
-    h += name;
-    put16(h, 0xFFFF); put16(h, pad);  // private extra field id, then padding
-    h.append(pad, 'Z');
-    out.write(h.data(), std::streamsize(h.size()));
-    out.write(static_cast<const char*>(data), std::streamsize(size));
-    records.push_back({name, crc, size, offset});
-    offset += h.size() + size;
-  }
-
-  void finish() {
-    std::string dir;
-    for (const auto& r : records) {
-      put32(dir, 0x02014b50);
-      put16(dir, 20); put16(dir, 20); put16(dir, 0); put16(dir, 0); put16(dir, 0); put16(dir, 0);
-      put32(dir, r.crc); put32(dir, uint32_t(r.size)); put32(dir, uint32_t(r.size));
-      put16(dir, uint16_t(r.name.size())); put16(dir, 0); put16(dir, 0); put16(dir, 0); put16(dir, 0);
-      put32(dir, 0); put32(dir, uint32_t(r.offset));
-      dir += r.name;
-    }
-    std::string end;
-    put32(end, 0x06054b50);
-    put16(end, 0); put16(end, 0); put16(end, uint16_t(records.size())); put16(end, uint16_t(records.size()));
-    put32(end, uint32_t(dir.size())); put32(end, uint32_t(offset)); put16(end, 0);
-    out.write(dir.data(), std::streamsize(dir.size()));
-    out.write(end.data(), std::streamsize(end.size()));
   }
 };
 
@@ -172,8 +118,7 @@ void save_checkpoint(const std::string& path, const StateDict& state, bool with_
   p.op('.');
 
   write_file_atomic(path, [&](std::ostream& out) {
-    ZipWriter zip{out};
-    zip.path = path;
+    ZipWriter zip(out, path);
     const std::string prefix = "archive/";
     zip.add(prefix + "data.pkl", p.bytes.data(), p.bytes.size());
     zip.add(prefix + "byteorder", "little", 6);

@@ -155,4 +155,47 @@ std::string ZipArchive::read_string(const ZipEntry& entry) {
   return s;
 }
 
+namespace {
+void put16(std::string& s, uint16_t v) { s.append(reinterpret_cast<const char*>(&v), 2); }
+void put32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
+}  // namespace
+
+void ZipWriter::add(const std::string& name, const void* data, uint64_t size) {
+  if (size >= 0xFFFFFFFFull || offset_ >= 0xFFFFFFFFull) throw Error(path_, "zip entries over 4 GB are not supported");
+  const uint32_t crc = uint32_t(crc32_z(crc32_z(0, nullptr, 0), static_cast<const Bytef*>(data), size));
+  // Pad the local header's extra field so that the data starts 64-byte aligned.
+  const uint64_t base = offset_ + 30 + name.size() + 4;
+  const uint16_t pad = uint16_t((64 - base % 64) % 64);
+  std::string h;
+  put32(h, kLocalFileHeaderSig);
+  put16(h, 20); put16(h, 0); put16(h, 0); put16(h, 0); put16(h, 0);
+  put32(h, crc); put32(h, uint32_t(size)); put32(h, uint32_t(size));
+  put16(h, uint16_t(name.size())); put16(h, uint16_t(4 + pad));
+  h += name;
+  put16(h, 0xFFFF); put16(h, pad);  // a private extra field holding the padding
+  h.append(pad, 'Z');
+  out_.write(h.data(), std::streamsize(h.size()));
+  out_.write(static_cast<const char*>(data), std::streamsize(size));
+  records_.push_back({name, crc, size, offset_});
+  offset_ += h.size() + size;
+}
+
+void ZipWriter::finish() {
+  std::string dir;
+  for (const auto& r : records_) {
+    put32(dir, kCentralFileHeaderSig);
+    put16(dir, 20); put16(dir, 20); put16(dir, 0); put16(dir, 0); put16(dir, 0); put16(dir, 0);
+    put32(dir, r.crc); put32(dir, uint32_t(r.size)); put32(dir, uint32_t(r.size));
+    put16(dir, uint16_t(r.name.size())); put16(dir, 0); put16(dir, 0); put16(dir, 0); put16(dir, 0);
+    put32(dir, 0); put32(dir, uint32_t(r.offset));
+    dir += r.name;
+  }
+  std::string end;
+  put32(end, kEndOfCentralDirSig);
+  put16(end, 0); put16(end, 0); put16(end, uint16_t(records_.size())); put16(end, uint16_t(records_.size()));
+  put32(end, uint32_t(dir.size())); put32(end, uint32_t(offset_)); put16(end, 0);
+  out_.write(dir.data(), std::streamsize(dir.size()));
+  out_.write(end.data(), std::streamsize(end.size()));
+}
+
 }  // namespace ptq4sam::io

@@ -3,6 +3,7 @@
 // 64-byte aligned) or by any other zip tool (deflated entries are inflated with zlib).
 #include <cstdint>
 #include <fstream>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,27 @@ class ZipArchive {
   std::ifstream file_;
   uint64_t file_size_ = 0;
   std::vector<ZipEntry> entries_;
+};
+
+// Writes a zip archive of stored (uncompressed) entries to a stream, each entry's data 64-byte
+// aligned as torch.save does. Entries and the whole archive must stay under 4 GB.
+class ZipWriter {
+ public:
+  ZipWriter(std::ostream& out, std::string path) : out_(out), path_(std::move(path)) {}
+  void add(const std::string& name, const void* data, uint64_t size);
+  // Writes the central directory; call once, after the last add().
+  void finish();
+
+ private:
+  struct Record {
+    std::string name;
+    uint32_t crc;
+    uint64_t size, offset;
+  };
+  std::ostream& out_;
+  std::string path_;
+  uint64_t offset_ = 0;
+  std::vector<Record> records_;
 };
 
 }  // namespace ptq4sam::io
