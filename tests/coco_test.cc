@@ -1,0 +1,123 @@
+// COCO masks and COCOeval against pycocotools' own numbers (coco_small fixture).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "coco/eval.h"
+#include "coco/rle.h"
+#include "test_support.h"
+#include "util/error.h"
+
+namespace ptq4sam {
+namespace {
+
+using nlohmann::json;
+
+json read_json(const std::string& path) { return json::parse(test::read_bytes(path)); }
+
+TEST(CocoRle, MatchesPycocotoolsOnFixtureCases) {
+  PTQ4SAM_REQUIRE_FIXTURES("coco_small");
+  const json expected = read_json(fixtures + "/coco_small/expected.json");
+  ASSERT_FALSE(expected["rle_cases"].empty());
+  for (const auto& c : expected["rle_cases"]) {
+    const int64_t h = c["size"][0], w = c["size"][1];
+    std::vector<uint8_t> mask;
+    for (const auto& row : c["rows"])
+      for (const auto& v : row) mask.push_back(uint8_t(v.get<int>()));
+    ASSERT_EQ(int64_t(mask.size()), h * w);
+    const coco::Rle rle = coco::encode(mask.data(), h, w);
+    EXPECT_EQ(coco::to_string(rle), c["counts"].get<std::string>());
+    EXPECT_EQ(coco::area(rle), c["area"].get<uint64_t>());
+    EXPECT_EQ(coco::to_bbox(rle), c["bbox"].get<std::vector<double>>());
+    const coco::Rle back = coco::from_string(c["counts"].get<std::string>(), h, w);
+    EXPECT_EQ(back.counts, rle.counts);
+    EXPECT_EQ(coco::decode(back), mask);
+  }
+}
+
+TEST(CocoRle, PolygonRasterisation) {
+  // A 4x4 square from (1,1) to (5,5) covers pixels 1..4 in both axes: area 16, bbox [1,1,4,4].
+  const coco::Rle square = coco::from_polygon({1, 1, 5, 1, 5, 5, 1, 5}, 8, 8);
+  EXPECT_EQ(coco::area(square), 16u);
+  EXPECT_EQ(coco::to_bbox(square), (std::vector<double>{1, 1, 4, 4}));
+  // Union and intersection of two overlapping squares.
+  const coco::Rle other = coco::from_polygon({3, 3, 7, 3, 7, 7, 3, 7}, 8, 8);
+  EXPECT_EQ(coco::area(coco::merge({square, other})), 28u);
+  EXPECT_EQ(coco::area(coco::merge({square, other}, true)), 4u);
+  const auto ious = coco::iou({&square}, {&other}, {0});
+  EXPECT_DOUBLE_EQ(ious[0], 4.0 / 28.0);
+  const auto crowd = coco::iou({&square}, {&other}, {1});
+  EXPECT_DOUBLE_EQ(crowd[0], 4.0 / 16.0);  // crowd: over the detection's area
+}
+
+TEST(CocoRle, MalformedStringsAreErrors) {
+  EXPECT_THROW(coco::from_string("\x01\x02", 2, 2, "x"), Error);
+  EXPECT_THROW(coco::from_string("4", 3, 3, "x"), Error);  // runs do not cover the 9 pixels
+}
+
+class CocoEvalFixture : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CocoEvalFixture, TwelveStatsMatchPycocotools) {
+  PTQ4SAM_REQUIRE_FIXTURES("coco_small");
+  const std::string type = GetParam();
+  const json expected = read_json(fixtures + "/coco_small/expected.json");
+  const coco::Dataset gt = coco::load_annotations(fixtures + "/coco_small/instances.json");
+  const auto dts = coco::load_results({fixtures + "/coco_small/results_" + type + ".json"}, gt, coco::parse_iou_type(type));
+  const coco::EvalResult r = coco::evaluate(gt, dts, coco::parse_iou_type(type));
+  const auto want = expected[type].get<std::vector<double>>();
+  ASSERT_EQ(want.size(), 12u);
+  for (size_t i = 0; i < 12; ++i) EXPECT_NEAR(r.stats[i], want[i], 1e-6) << type << " " << coco::kStatNames[i];
+}
+
+INSTANTIATE_TEST_SUITE_P(SegmAndBbox, CocoEvalFixture, ::testing::Values("segm", "bbox"));
+
+TEST(CocoEvalCli, PrintsSummaryWritesMetricsAndMergesShards) {
+  PTQ4SAM_REQUIRE_FIXTURES("coco_small");
+  test::TempDir dir;
+  const std::string d = fixtures + "/coco_small";
+  // Split the results into two "shards" by image id parity: merged, they score the same.
+  const json all = read_json(d + "/results_segm.json");
+  json even = json::array(), odd = json::array();
+  for (const auto& r : all) (r["image_id"].get<int64_t>() % 2 ? odd : even).push_back(r);
+  test::write_bytes(dir.file("even.json"), even.dump());
+  test::write_bytes(dir.file("odd.json"), odd.dump());
+  const test::CommandResult r = test::run_cli("coco-eval --annotations " + d + "/instances.json --results " +
+                                              dir.file("even.json") + " " + dir.file("odd.json") +
+                                              " --iou-type segm --out " + dir.file("metrics.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]"), std::string::npos)
+      << r.output;
+  const json metrics = read_json(dir.file("metrics.json"));
+  const json expected = read_json(d + "/expected.json");
+  EXPECT_EQ(metrics["iou_type"], "segm");
+  EXPECT_NEAR(metrics["AP"].get<double>(), expected["segm"][0].get<double>(), 1e-6);
+  EXPECT_NEAR(metrics["ARl"].get<double>(), expected["segm"][11].get<double>(), 1e-6);
+  EXPECT_EQ(metrics["stats"].size(), 12u);
+}
+
+TEST(CocoEvalCli, BadInputs) {
+  PTQ4SAM_REQUIRE_FIXTURES("coco_small");
+  test::TempDir dir;
+  const std::string ann = fixtures + "/coco_small/instances.json";
+  test::write_bytes(dir.file("broken.json"), "[{\"image_id\": 1, \"category_id\": 1,");
+  auto r = test::run_cli("coco-eval --annotations " + ann + " --results " + dir.file("broken.json"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find(dir.file("broken.json") + ": malformed JSON at byte"), std::string::npos) << r.output;
+  test::write_bytes(dir.file("unknown.json"), R"([{"image_id": 999999, "category_id": 1, "bbox": [0,0,1,1], "score": 0.5}])");
+  r = test::run_cli("coco-eval --annotations " + ann + " --iou-type bbox --results " + dir.file("unknown.json"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("image_id 999999 is not in the ground truth"), std::string::npos) << r.output;
+  test::write_bytes(dir.file("nan.json"), R"([{"image_id": 1, "category_id": 1, "bbox": [0,0,-4,1], "score": 0.5}])");
+  r = test::run_cli("coco-eval --annotations " + ann + " --iou-type bbox --results " + dir.file("nan.json"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("negative width or height"), std::string::npos) << r.output;
+  // Empty results: pycocotools fails; we score 0 where there is ground truth.
+  test::write_bytes(dir.file("empty.json"), "[]");
+  r = test::run_cli("coco-eval --annotations " + ann + " --iou-type bbox --results " + dir.file("empty.json") +
+                    " --out " + dir.file("m.json"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(read_json(dir.file("m.json"))["AP"].get<double>(), 0.0);
+}
+
+}  // namespace
+}  // namespace ptq4sam
