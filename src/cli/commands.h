@@ -15,6 +15,8 @@ using Runner = std::function<int()>;
 
 Runner add_segment_command(CLI::App& app);
 Runner add_coco_eval_command(CLI::App& app);
+Runner add_eval_command(CLI::App& app);
+Runner add_synth_coco_command(CLI::App& app);
 
 // The metrics.json schema: {"iou_type", "stats": [12], "AP", "AP50", ..., "ARl"}.
 nlohmann::json metrics_json(coco::IouType type, const std::array<double, 12>& stats);

@@ -15,7 +15,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string(PTQ4SAM_VERSION));
   std::map<std::string, ptq4sam::cli::Runner> runners;
   runners["segment"] = ptq4sam::cli::add_segment_command(app);
+  runners["eval"] = ptq4sam::cli::add_eval_command(app);
   runners["coco-eval"] = ptq4sam::cli::add_coco_eval_command(app);
+  runners["synth-coco"] = ptq4sam::cli::add_synth_coco_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -40,7 +40,11 @@ class CocoEval {
  public:
   CocoEval(const Dataset& gt, const std::vector<Annotation>& dts, IouType type, const EvalParams& p)
       : gt_(gt), dts_(dts), type_(type), p_(p) {
-    for (const auto& img : gt.images) img_ids_.push_back(img.id);
+    if (p.image_ids.empty()) {
+      for (const auto& img : gt.images) img_ids_.push_back(img.id);
+    } else {
+      img_ids_ = p.image_ids;
+    }
     std::sort(img_ids_.begin(), img_ids_.end());
     img_ids_.erase(std::unique(img_ids_.begin(), img_ids_.end()), img_ids_.end());
     for (const auto& c : gt.categories) cat_ids_.push_back(c.id);
@@ -53,7 +57,8 @@ class CocoEval {
     dtsg_.resize(gts_.size());
     for (size_t i = 0; i < gt.annotations.size(); ++i) {
       const auto& a = gt.annotations[i];
-      gts_[cell(cat_pos.at(a.category_id), img_pos.at(a.image_id))].push_back(i);
+      const auto im = img_pos.find(a.image_id);
+      if (im != img_pos.end()) gts_[cell(cat_pos.at(a.category_id), im->second)].push_back(i);
     }
     for (size_t i = 0; i < dts.size(); ++i) {
       const auto& a = dts[i];

@@ -18,6 +18,8 @@ struct EvalParams {
   std::vector<double> recall_thresholds;  // np.linspace(0, 1, 101)
   std::vector<int> max_dets{1, 10, 100};
   std::vector<std::array<double, 2>> area_ranges{{0, 1e10}, {0, 32 * 32}, {32 * 32, 96 * 96}, {96 * 96, 1e10}};
+  // Images to evaluate (pycocotools' params.imgIds); empty = every image of the ground truth.
+  std::vector<int64_t> image_ids;
   EvalParams();
 };
 

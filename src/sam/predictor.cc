@@ -95,12 +95,24 @@ Prediction Predictor::predict(const std::vector<Prompt>& prompts, bool multimask
     masks = at::stack(list, 0);
   }
 
-  const auto [sparse, dense] = model_->prompt_encoder->forward(coords, labels, boxes, masks);
-  auto [low_res, iou] = model_->mask_decoder->forward(features_, model_->prompt_encoder->get_dense_pe(), sparse, dense,
-                                                      multimask_output);
-  at::Tensor upscaled = model_->postprocess_masks(low_res, input_size_, original_size_);
-  if (!return_logits) upscaled = upscaled > Sam::kMaskThreshold;
-  return {upscaled, iou, low_res};
+  // Fixed-size chunks bound the decoder's memory (each prompt carries a copy of the image
+  // embedding through the transformer) and keep every prompt's numbers independent of how
+  // many others share its image.
+  const at::Tensor dense_pe = model_->prompt_encoder->get_dense_pe();
+  std::vector<at::Tensor> all_masks, all_iou, all_low_res;
+  for (int64_t start = 0; start < batch; start += kDecoderChunk) {
+    const int64_t n = std::min(kDecoderChunk, batch - start);
+    const auto slice = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, start, n) : t; };
+    const auto [sparse, dense] = model_->prompt_encoder->forward(slice(coords), slice(labels), slice(boxes), slice(masks));
+    auto [low_res, iou] = model_->mask_decoder->forward(features_, dense_pe, sparse, dense, multimask_output);
+    at::Tensor upscaled = model_->postprocess_masks(low_res, input_size_, original_size_);
+    if (!return_logits) upscaled = upscaled > Sam::kMaskThreshold;
+    all_masks.push_back(upscaled);
+    all_iou.push_back(iou);
+    all_low_res.push_back(low_res);
+  }
+  if (all_masks.size() == 1) return {all_masks[0], all_iou[0], all_low_res[0]};
+  return {at::cat(all_masks), at::cat(all_iou), at::cat(all_low_res)};
 }
 
 }  // namespace ptq4sam::sam

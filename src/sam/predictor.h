@@ -44,6 +44,8 @@ void check_point(const Point& point, int64_t width, int64_t height, const std::s
 
 class Predictor {
  public:
+  static constexpr int64_t kDecoderChunk = 16;
+
   explicit Predictor(std::shared_ptr<Sam> model);
 
   // image: H x W x 3 RGB uint8. Resizes, normalises, pads and runs the image encoder.
