@@ -110,12 +110,7 @@ TEST(Checkpoint, CorruptPickleIsAnErrorNotACrash) {
 }
 
 TEST(Checkpoint, ModelKeyMismatchListsKeys) {
-  sam::SamConfig config = sam::vit_b_config();
-  config.encoder.embed_dim = 64;
-  config.encoder.num_heads = 2;
-  config.encoder.mlp_dim = 128;
-  config.encoder.depth = 2;
-  config.encoder.global_attn_indexes = {1};
+  const sam::SamConfig config = sam::vit_config(64, 2, 2, {1});
   io::StateDict state = sam::random_state_dict(config, 1);
   state.insert("extra.weight", at::zeros({1}));
   io::StateDict bad;
@@ -148,16 +143,12 @@ TEST(Checkpoint, ConfigOfOfficialSizesInferredFromShapes) {
 
 TEST(Checkpoint, RandomModelSavedAndLoadedLikeAnOfficialOne) {
   test::TempDir dir;
-  sam::SamConfig config = sam::vit_b_config();
-  config.encoder.embed_dim = 96;
-  config.encoder.num_heads = 3;
-  config.encoder.mlp_dim = 192;
-  config.encoder.depth = 3;
-  config.encoder.global_attn_indexes = {2};
+  const sam::SamConfig config = sam::vit_config(96, 3, 3, {2});
   io::save_checkpoint(dir.file("random.pth"), sam::random_state_dict(config, 7));
   const auto model = sam::load_sam(dir.file("random.pth"));
   EXPECT_EQ(model->config.encoder.embed_dim, 96);
   EXPECT_EQ(model->config.encoder.num_heads, 3);
+  EXPECT_EQ(model->config.encoder.mlp_dim, 384);
   EXPECT_EQ(model->config.encoder.global_attn_indexes, std::vector<int64_t>{2});
   torch::NoGradGuard no_grad;
   const at::Tensor image = at::rand({1, 3, 1024, 1024}) * 255;

@@ -38,13 +38,7 @@ class EvalCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = std::make_unique<test::TempDir>();
-    sam::SamConfig config = sam::vit_b_config();
-    config.encoder.embed_dim = 64;
-    config.encoder.num_heads = 2;
-    config.encoder.mlp_dim = 128;
-    config.encoder.depth = 2;
-    config.encoder.global_attn_indexes = {1};
-    io::save_checkpoint(dir_->file("model.pth"), sam::random_state_dict(config, 5));
+    test::write_small_model(dir_->file("model.pth"), 5);
     eval::SyntheticOptions options;
     options.images = 6;
     options.min_side = 96;

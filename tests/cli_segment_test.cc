@@ -20,13 +20,7 @@ class SegmentCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = std::make_unique<test::TempDir>();
-    sam::SamConfig config = sam::vit_b_config();
-    config.encoder.embed_dim = 64;
-    config.encoder.num_heads = 2;
-    config.encoder.mlp_dim = 128;
-    config.encoder.depth = 2;
-    config.encoder.global_attn_indexes = {1};
-    io::save_checkpoint(model(), sam::random_state_dict(config, 3));
+    test::write_small_model(model(), 3);
     io::write_png(image(), (at::rand({96, 128, 3}) * 255).to(at::kByte));
   }
   static void TearDownTestSuite() { dir_.reset(); }

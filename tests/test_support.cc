@@ -1,5 +1,8 @@
 #include "test_support.h"
 
+#include "io/checkpoint.h"
+#include "sam/random_weights.h"
+
 #include <array>
 #include <cstdio>
 #include <fstream>
@@ -31,6 +34,10 @@ std::string read_bytes(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+void write_small_model(const std::string& path, uint64_t seed) {
+  io::save_checkpoint(path, sam::random_state_dict(sam::vit_config(64, 2, 2, {1}), seed));
 }
 
 }  // namespace ptq4sam::test

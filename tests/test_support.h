@@ -53,4 +53,8 @@ CommandResult run_cli(const std::string& args);
 void write_bytes(const std::string& path, const std::string& bytes);
 std::string read_bytes(const std::string& path);
 
+// Writes a small random SAM (encoder embed 64, depth 2, global block 1; standard prompt
+// encoder and decoder) in the official checkpoint format: loads and runs in a fraction of a second.
+void write_small_model(const std::string& path, uint64_t seed);
+
 }  // namespace ptq4sam::test

@@ -11,35 +11,19 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
-SamConfig vit_b_config() {
+SamConfig vit_config(int64_t embed_dim, int64_t depth, int64_t num_heads, std::vector<int64_t> global_attn_indexes) {
   SamConfig c;
-  c.encoder.embed_dim = 768;
-  c.encoder.depth = 12;
-  c.encoder.num_heads = 12;
-  c.encoder.mlp_dim = 3072;
-  c.encoder.global_attn_indexes = {2, 5, 8, 11};
+  c.encoder.embed_dim = embed_dim;
+  c.encoder.depth = depth;
+  c.encoder.num_heads = num_heads;
+  c.encoder.mlp_dim = 4 * embed_dim;
+  c.encoder.global_attn_indexes = std::move(global_attn_indexes);
   return c;
 }
 
-SamConfig vit_l_config() {
-  SamConfig c;
-  c.encoder.embed_dim = 1024;
-  c.encoder.depth = 24;
-  c.encoder.num_heads = 16;
-  c.encoder.mlp_dim = 4096;
-  c.encoder.global_attn_indexes = {5, 11, 17, 23};
-  return c;
-}
-
-SamConfig vit_h_config() {
-  SamConfig c;
-  c.encoder.embed_dim = 1280;
-  c.encoder.depth = 32;
-  c.encoder.num_heads = 16;
-  c.encoder.mlp_dim = 5120;
-  c.encoder.global_attn_indexes = {7, 15, 23, 31};
-  return c;
-}
+SamConfig vit_b_config() { return vit_config(768, 12, 12, {2, 5, 8, 11}); }
+SamConfig vit_l_config() { return vit_config(1024, 24, 16, {5, 11, 17, 23}); }
+SamConfig vit_h_config() { return vit_config(1280, 32, 16, {7, 15, 23, 31}); }
 
 io::StateDict random_state_dict(const SamConfig& config, uint64_t seed) {
   const Sam shapes(config);
