@@ -1,0 +1,138 @@
+#include "quant/observer.h"
+
+#include <cmath>
+
+namespace ptq4sam::quant {
+namespace {
+
+constexpr int kCandidates = 100;
+constexpr double kLossPower = 2.4;
+
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> calculate_qparams(const at::Tensor& min_val, const at::Tensor& max_val,
+                                                    const QuantRange& range) {
+  const int64_t qmin = range.quant_min(), qmax = range.quant_max();
+  const at::Tensor min_neg = at::min(min_val, at::zeros_like(min_val));
+  at::Tensor max_pos = at::max(max_val, at::zeros_like(max_val));
+  const at::Tensor eps = at::full({}, 1e-8, at::kFloat);
+  if (range.symmetric) {
+    max_pos = at::max(-min_neg, max_pos);
+    const at::Tensor scale = at::max(max_pos / (double(qmax - qmin) / 2), eps);
+    return {scale, at::zeros(min_val.sizes(), at::kInt)};
+  }
+  const at::Tensor scale = at::max((max_pos - min_neg) / double(qmax - qmin), eps);
+  at::Tensor zero_point = qmin - at::round(min_neg / scale);
+  zero_point = at::clamp(zero_point, qmin, qmax);
+  return {scale, zero_point};
+}
+
+at::Tensor Observer::per_channel(const at::Tensor& x) const {
+  if (ch_axis_ == -1) return x;
+  return x.transpose(0, ch_axis_).flatten(1);
+}
+
+void MinMaxObserver::observe(const at::Tensor& x_in) {
+  if (x_in.numel() == 0) return;
+  const at::Tensor x = x_in.detach().to(at::kFloat);
+  at::Tensor lo, hi;
+  if (ch_axis_ == -1) {
+    lo = x.min();
+    hi = x.max();
+  } else {
+    std::tie(lo, hi) = at::aminmax(per_channel(x), 1);
+  }
+  min_val_ = min_val_.defined() ? at::min(min_val_, lo) : lo;
+  max_val_ = max_val_.defined() ? at::max(max_val_, hi) : hi;
+}
+
+void AvgMinMaxObserver::observe(const at::Tensor& x_in) {
+  if (x_in.numel() == 0) return;
+  const at::Tensor x = x_in.detach().to(at::kFloat);
+  const at::Tensor lo = x.min(), hi = x.max();
+  if (count_ == 0) {
+    min_val_ = lo;
+    max_val_ = hi;
+  } else {
+    min_val_ = min_val_ * double(count_) + lo;
+    max_val_ = max_val_ * double(count_) + hi;
+  }
+  ++count_;
+  min_val_ = min_val_ / double(count_);
+  max_val_ = max_val_ / double(count_);
+}
+
+at::Tensor MseObserver::loss(const at::Tensor& x, const at::Tensor& new_min, const at::Tensor& new_max) const {
+  const auto [scale, zero_point] = calculate_qparams(new_min, new_max, range_);
+  const at::Tensor zp = zero_point.to(at::kInt);
+  const at::Tensor x_q = ch_axis_ == -1 ? fake_quantize(x, scale, zp, range_)
+                                        : fake_quantize_per_channel(x, scale, zp, ch_axis_, range_);
+  const at::Tensor err = (x_q - x).abs().pow(kLossPower);
+  return ch_axis_ == -1 ? err.mean() : per_channel(err).mean(1);
+}
+
+std::pair<at::Tensor, at::Tensor> MseObserver::search_1d(const at::Tensor& x) const {
+  at::Tensor x_min, x_max;
+  if (ch_axis_ == -1) {
+    x_min = x.min();
+    x_max = x.max();
+  } else {
+    std::tie(x_min, x_max) = at::aminmax(per_channel(x), 1);
+  }
+  const at::Tensor xrange = at::max(x_min.abs(), x_max);
+  at::Tensor best_score = at::zeros_like(x_min) + 1e10;
+  at::Tensor best_min = x_min.clone(), best_max = x_max.clone();
+  for (int i = 1; i <= kCandidates; ++i) {
+    const at::Tensor thres = xrange / kCandidates * i;
+    const at::Tensor new_min = side_ == Side::kPositive ? at::zeros_like(x_min) : -thres;
+    const at::Tensor new_max = side_ == Side::kNegative ? at::zeros_like(x_max) : thres;
+    const at::Tensor score = loss(x, new_min, new_max);
+    best_min = at::where(score < best_score, new_min, best_min);
+    best_max = at::where(score < best_score, new_max, best_max);
+    best_score = at::min(score, best_score);
+  }
+  return {best_min, best_max};
+}
+
+std::pair<at::Tensor, at::Tensor> MseObserver::search_2d(const at::Tensor& x) const {
+  at::Tensor x_min, x_max;
+  if (ch_axis_ == -1) {
+    x_min = x.min();
+    x_max = x.max();
+  } else {
+    std::tie(x_min, x_max) = at::aminmax(per_channel(x), 1);
+    x_max = at::max(x_max, at::zeros_like(x_max));
+    x_min = at::min(x_min, at::zeros_like(x_min));
+  }
+  const at::Tensor xrange = x_max - x_min;
+  at::Tensor best_score = at::zeros_like(x_min) + 1e10;
+  at::Tensor best_min = x_min.clone(), best_max = x_max.clone();
+  const int64_t qmin = range_.quant_min(), qmax = range_.quant_max();
+  for (int i = 1; i <= kCandidates; ++i) {
+    const at::Tensor tmp_min = at::zeros_like(x_min);
+    const at::Tensor tmp_max = xrange / kCandidates * i;
+    const at::Tensor tmp_delta = (tmp_max - tmp_min) / double(qmax - qmin);
+    for (int64_t zp = qmin; zp <= qmax; ++zp) {
+      const at::Tensor new_min = tmp_min - zp * tmp_delta;
+      const at::Tensor new_max = tmp_max - zp * tmp_delta;
+      const at::Tensor score = loss(x, new_min, new_max);
+      best_min = at::where(score < best_score, new_min, best_min);
+      best_max = at::where(score < best_score, new_max, best_max);
+      best_score = at::min(best_score, score);
+    }
+  }
+  return {best_min, best_max};
+}
+
+void MseObserver::observe(const at::Tensor& x_in) {
+  if (x_in.numel() == 0) return;
+  const at::Tensor x = x_in.detach().to(at::kFloat);
+  if (side_ == Side::kUnset) {
+    side_ = x.min().item<float>() >= 0.0f ? Side::kPositive : x.max().item<float>() <= 0.0f ? Side::kNegative : Side::kBoth;
+  }
+  const auto [lo, hi] = (side_ != Side::kBoth || range_.symmetric) ? search_1d(x) : search_2d(x);
+  min_val_ = min_val_.defined() ? at::min(min_val_, lo) : lo;
+  max_val_ = max_val_.defined() ? at::max(max_val_, hi) : hi;
+}
+
+}  // namespace ptq4sam::quant

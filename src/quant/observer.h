@@ -1,0 +1,70 @@
+#pragma once
+// Observers of the PTQ4SAM seed (ptq4sam/quantization/observer.py): they watch tensors during
+// calibration and settle a range [min_val, max_val], from which calculate_qparams derives the
+// scale and zero point. Float32 throughout, in the seed's order of operations.
+#include <ATen/ATen.h>
+
+#include <utility>
+
+#include "quant/fake_quant.h"
+
+namespace ptq4sam::quant {
+
+// Scale and zero point of a range: symmetric scale = max(|min|, max) / ((qmax - qmin) / 2);
+// asymmetric scale = (max - min) / (qmax - qmin), zero point qmin - round(min / scale)
+// clamped; the range always includes 0 and the scale is at least 1e-8.
+std::pair<at::Tensor, at::Tensor> calculate_qparams(const at::Tensor& min_val, const at::Tensor& max_val,
+                                                    const QuantRange& range);
+
+class Observer {
+ public:
+  Observer(QuantRange range, int64_t ch_axis) : range_(range), ch_axis_(ch_axis) {}
+  virtual ~Observer() = default;
+  virtual void observe(const at::Tensor& x) = 0;
+  std::pair<at::Tensor, at::Tensor> qparams() const { return calculate_qparams(min_val_, max_val_, range_); }
+  const at::Tensor& min_val() const { return min_val_; }
+  const at::Tensor& max_val() const { return max_val_; }
+  const QuantRange& range() const { return range_; }
+  int64_t ch_axis() const { return ch_axis_; }
+
+ protected:
+  // x flattened per channel: (channels, rest), channel axis first.
+  at::Tensor per_channel(const at::Tensor& x) const;
+  QuantRange range_;
+  int64_t ch_axis_;  // -1: per tensor
+  at::Tensor min_val_, max_val_;
+};
+
+// Running min and max over everything observed.
+class MinMaxObserver : public Observer {
+ public:
+  using Observer::Observer;
+  void observe(const at::Tensor& x) override;
+};
+
+// Min and max of each batch, averaged over batches (per tensor).
+class AvgMinMaxObserver : public Observer {
+ public:
+  explicit AvgMinMaxObserver(QuantRange range) : Observer(range, -1) {}
+  void observe(const at::Tensor& x) override;
+
+ private:
+  int64_t count_ = 0;
+};
+
+// Grid search of the range minimising mean |Q(x) - x|^2.4: 100 ranges, and for two-sided
+// data every zero point of the grid (per channel when ch_axis >= 0); the running min/max of
+// the best ranges over batches.
+class MseObserver : public Observer {
+ public:
+  using Observer::Observer;
+  void observe(const at::Tensor& x) override;
+
+ private:
+  at::Tensor loss(const at::Tensor& x, const at::Tensor& new_min, const at::Tensor& new_max) const;
+  std::pair<at::Tensor, at::Tensor> search_1d(const at::Tensor& x) const;
+  std::pair<at::Tensor, at::Tensor> search_2d(const at::Tensor& x) const;
+  enum class Side { kUnset, kPositive, kNegative, kBoth } side_ = Side::kUnset;
+};
+
+}  // namespace ptq4sam::quant

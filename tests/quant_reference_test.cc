@@ -1,0 +1,143 @@
+// The quantizers and observers against the seed's own outputs
+// ($PTQ4SAM_FIXTURES/quant/reference.json): inputs and expected values come from the file.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "quant/adaround.h"
+#include "quant/observer.h"
+#include "test_support.h"
+
+namespace ptq4sam {
+namespace {
+
+using nlohmann::json;
+
+at::Tensor to_tensor(const json& j) {
+  if (!j.is_array()) return at::full({}, j.get<double>(), at::kFloat);
+  std::vector<at::Tensor> rows;
+  for (const auto& e : j) rows.push_back(to_tensor(e));
+  return rows.empty() ? at::empty({0}, at::kFloat) : at::stack(rows);
+}
+
+void expect_close(const at::Tensor& actual, const json& expected, double rel, const std::string& what,
+                  double abs_tol = 1e-7) {
+  const at::Tensor e = to_tensor(expected).to(at::kDouble);
+  const at::Tensor a = actual.to(at::kDouble).reshape(e.sizes());
+  const double err = ((a - e).abs() / (e.abs() + 1e-12)).max().item<double>();
+  const double abs_err = (a - e).abs().max().item<double>();
+  EXPECT_TRUE(err <= rel || abs_err <= abs_tol) << what << ": max relative error " << err << ", absolute " << abs_err;
+}
+
+std::vector<json> cases_of(const std::string& fixtures, const std::string& kind) {
+  const json all = json::parse(test::read_bytes(fixtures + "/quant/reference.json"));
+  std::vector<json> out;
+  for (const auto& c : all["cases"])
+    if (c["kind"] == kind) out.push_back(c);
+  return out;
+}
+
+quant::QuantRange range_of(const json& c) { return {c["bit"].get<int>(), c.value("symmetric", false)}; }
+
+TEST(QuantReference, MinMaxPerTensorAndFakeQuant) {
+  PTQ4SAM_REQUIRE_FIXTURES("quant");
+  const auto cases = cases_of(fixtures, "minmax_per_tensor");
+  ASSERT_FALSE(cases.empty());
+  for (const auto& c : cases) {
+    const quant::QuantRange range = range_of(c);
+    EXPECT_EQ(range.quant_min(), c["quant_min"].get<int64_t>());
+    EXPECT_EQ(range.quant_max(), c["quant_max"].get<int64_t>());
+    quant::MinMaxObserver observer(range, -1);
+    const at::Tensor x = to_tensor(c["x"]);
+    observer.observe(x);
+    const auto [scale, zero_point] = observer.qparams();
+    expect_close(scale, c["scale"], 1e-5, "scale");
+    EXPECT_EQ(zero_point.item<int64_t>(), c["zero_point"].get<int64_t>());
+    expect_close(quant::fake_quantize(x, scale, zero_point, range), c["fake_quant"], 1e-5, "fake_quant");
+  }
+}
+
+TEST(QuantReference, MinMaxPerChannel) {
+  PTQ4SAM_REQUIRE_FIXTURES("quant");
+  const auto cases = cases_of(fixtures, "minmax_per_channel");
+  ASSERT_FALSE(cases.empty());
+  for (const auto& c : cases) {
+    const quant::QuantRange range = range_of(c);
+    const int64_t axis = c["ch_axis"].get<int64_t>();
+    quant::MinMaxObserver observer(range, axis);
+    const at::Tensor x = to_tensor(c["x"]);
+    observer.observe(x);
+    const auto [scale, zero_point] = observer.qparams();
+    expect_close(scale, c["scale"], 1e-5, "scale");
+    EXPECT_TRUE(at::equal(zero_point.to(at::kLong), to_tensor(c["zero_point"]).to(at::kLong)));
+    expect_close(quant::fake_quantize_per_channel(x, scale, zero_point, axis, range), c["fake_quant"], 1e-5, "fake_quant");
+  }
+}
+
+TEST(QuantReference, AverageMinMaxOverBatches) {
+  PTQ4SAM_REQUIRE_FIXTURES("quant");
+  const auto cases = cases_of(fixtures, "avg_minmax");
+  ASSERT_FALSE(cases.empty());
+  for (const auto& c : cases) {
+    quant::AvgMinMaxObserver observer(range_of(c));
+    for (const auto& batch : c["batches"]) observer.observe(to_tensor(batch));
+    expect_close(observer.min_val(), c["min_val"], 1e-6, "min_val");
+    expect_close(observer.max_val(), c["max_val"], 1e-6, "max_val");
+    const auto [scale, zero_point] = observer.qparams();
+    expect_close(scale, c["scale"], 1e-5, "scale");
+    EXPECT_EQ(zero_point.item<int64_t>(), c["zero_point"].get<int64_t>());
+  }
+}
+
+TEST(QuantReference, MseGridSearchPerChannel) {
+  PTQ4SAM_REQUIRE_FIXTURES("quant");
+  const auto cases = cases_of(fixtures, "mse_per_channel");
+  ASSERT_FALSE(cases.empty());
+  for (const auto& c : cases) {
+    quant::MseObserver observer(range_of(c), 0);
+    observer.observe(to_tensor(c["x"]));
+    expect_close(observer.min_val(), c["min_val"], 1e-5, "min_val");
+    expect_close(observer.max_val(), c["max_val"], 1e-5, "max_val");
+    const auto [scale, zero_point] = observer.qparams();
+    expect_close(scale, c["scale"], 1e-5, "scale");
+    EXPECT_TRUE(at::equal(zero_point.to(at::kLong), to_tensor(c["zero_point"]).to(at::kLong)));
+  }
+}
+
+TEST(QuantReference, AdaRoundInitialisation) {
+  PTQ4SAM_REQUIRE_FIXTURES("quant");
+  const auto cases = cases_of(fixtures, "adaround");
+  ASSERT_FALSE(cases.empty());
+  for (const auto& c : cases) {
+    const quant::QuantRange range = range_of(c);
+    const quant::AdaRoundParams p{c["gamma"].get<double>(), c["zeta"].get<double>()};
+    const at::Tensor w = to_tensor(c["x"]), scale = to_tensor(c["scale"]), zp = to_tensor(c["zero_point"]);
+    const at::Tensor alpha = quant::adaround_init_alpha(w, scale, p);
+    expect_close(alpha, c["alpha"], 1e-4, "alpha");
+    // Values in [0, 1]: a float32 ulp of alpha moves them by ~1e-7 absolute.
+    expect_close(quant::rectified_sigmoid(alpha, p), c["rectified_sigmoid"], 1e-5, "rectified_sigmoid", 1e-6);
+    expect_close(quant::adaround_quantize(w, scale, zp, alpha, range, false, p), c["soft"], 1e-5, "soft");
+    expect_close(quant::adaround_quantize(w, scale, zp, alpha, range, true, p), c["hard"], 1e-5, "hard");
+  }
+}
+
+TEST(FakeQuant, RoundsHalfToEvenAndPassesGradientsStraightThrough) {
+  const at::Tensor x = at::tensor({0.5f, 1.5f, 2.5f, -0.5f, 100.0f}).requires_grad_();
+  const quant::QuantRange range{4, true};  // [-8, 7]
+  const at::Tensor y = quant::fake_quantize(x, at::ones({}), at::zeros({}), range);
+  EXPECT_TRUE(at::equal(y.detach(), at::tensor({0.0f, 2.0f, 2.0f, -0.0f, 7.0f})));
+  y.sum().backward();
+  // Round passes the gradient through; the clamp stops it outside the grid.
+  EXPECT_TRUE(at::equal(x.grad(), at::tensor({1.0f, 1.0f, 1.0f, 1.0f, 0.0f})));
+}
+
+TEST(FakeQuant, LogQuantizerCodes) {
+  const quant::QuantRange range{2, false};  // codes 0..3
+  const at::Tensor a = at::tensor({1.0f, 0.5f, 0.25f, 0.01f});
+  // tau = 1: 1 -> 2^0, 0.5 -> 2^-1, 0.25 -> 2^-2; 0.01 -> code 7 >= 4 levels -> 0.
+  const at::Tensor q = quant::fake_log_quantize(a, 1.0, range, 1.0);
+  EXPECT_TRUE(at::allclose(q, at::tensor({1.0f, 0.5f, 0.25f, 0.0f})));
+}
+
+}  // namespace
+}  // namespace ptq4sam
