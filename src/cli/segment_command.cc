@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/overlay.h"
+#include "coco/rle.h"
 #include "io/atomic_file.h"
 #include "io/image.h"
 #include "io/npy.h"
@@ -42,15 +43,6 @@ std::vector<double> parse_numbers(const std::string& text, size_t count, const s
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-// COCO-style [x, y, w, h] of the true pixels of an H x W bool mask; zeros when empty.
-std::vector<int64_t> mask_bbox(const at::Tensor& mask) {
-  const at::Tensor rows = mask.any(1).nonzero(), cols = mask.any(0).nonzero();
-  if (rows.numel() == 0) return {0, 0, 0, 0};
-  const int64_t y0 = rows.min().item<int64_t>(), y1 = rows.max().item<int64_t>();
-  const int64_t x0 = cols.min().item<int64_t>(), x1 = cols.max().item<int64_t>();
-  return {x0, y0, x1 - x0 + 1, y1 - y0 + 1};
 }
 
 int run_segment(const SegmentOptions& o) {
@@ -99,12 +91,14 @@ int run_segment(const SegmentOptions& o) {
   nlohmann::json masks = nlohmann::json::array();
   for (int64_t i = 0; i < binary.size(0); ++i) {
     const std::string file = "mask_" + std::to_string(i) + ".png";
-    io::write_png(o.out_dir + "/" + file, binary[i].to(at::kByte) * 255);
+    const at::Tensor mask = binary[i].to(at::kByte).contiguous();
+    io::write_png(o.out_dir + "/" + file, mask * 255);
+    const coco::Rle rle = coco::encode(mask.data_ptr<uint8_t>(), height, width);
     masks.push_back({{"index", i},
                      {"file", file},
                      {"predicted_iou", pred.iou[0][i].item<double>()},
-                     {"area", binary[i].sum().item<int64_t>()},
-                     {"bbox", mask_bbox(binary[i])}});
+                     {"area", coco::area(rle)},
+                     {"bbox", coco::to_bbox(rle)}});
   }
   io::write_png(o.out_dir + "/overlay.png", draw_overlay(image, binary, {prompt}));
   const nlohmann::json result = {{"image", o.image},

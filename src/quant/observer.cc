@@ -1,5 +1,7 @@
 #include "quant/observer.h"
 
+#include "quant/brent.h"
+
 #include <cmath>
 
 namespace ptq4sam::quant {
@@ -133,6 +135,113 @@ void MseObserver::observe(const at::Tensor& x_in) {
   const auto [lo, hi] = (side_ != Side::kBoth || range_.symmetric) ? search_1d(x) : search_2d(x);
   min_val_ = min_val_.defined() ? at::min(min_val_, lo) : lo;
   max_val_ = max_val_.defined() ? at::max(max_val_, hi) : hi;
+}
+
+float MseFastObserver::loss(const at::Tensor& x, double new_min, double new_max) const {
+  // The seed turns the candidate range into float32 tensors, then uses scale.item().
+  const at::Tensor lo = at::full({}, new_min, at::kFloat), hi = at::full({}, new_max, at::kFloat);
+  const auto [scale, zero_point] = calculate_qparams(lo, hi, range_);
+  at::Tensor x_q = fake_quantize(x, scale, zero_point.to(at::kFloat).round(), range_);
+  at::Tensor ref = x;
+  if (sign_.defined()) {
+    x_q = x_q * sign_;
+    ref = x * sign_;
+  }
+  return (x_q - ref).abs().pow(2.4).mean().item<float>();
+}
+
+float MseFastObserver::best_shift_loss(const at::Tensor& x, double range, double* best_shift) const {
+  const double delta = range / double(range_.quant_max() - range_.quant_min());
+  const BoundedMinimum m = minimize_bounded(
+      [&](double shift) { return loss(x, 0.0 - shift, range - shift); }, delta * double(range_.quant_min()),
+      delta * double(range_.quant_max()));
+  if (best_shift) *best_shift = m.x;
+  return m.fun;
+}
+
+void MseFastObserver::observe(const at::Tensor& x_in) {
+  if (x_in.numel() == 0) return;
+  const at::Tensor x = x_in.detach().to(at::kFloat);
+  const at::Tensor x_min = x.min(), x_max = x.max();
+  if (side_ == Side::kUnset)
+    side_ = x_min.item<float>() >= 0.0f ? Side::kPositive : x_max.item<float>() <= 0.0f ? Side::kNegative : Side::kBoth;
+  at::Tensor best_min, best_max;
+  if (side_ != Side::kBoth || range_.symmetric) {
+    const double xrange = at::max(x_min.abs(), x_max).item<double>();
+    const BoundedMinimum m = minimize_bounded(
+        [&](double r) {
+          return loss(x, side_ == Side::kPositive ? 0.0 : -r, side_ == Side::kNegative ? 0.0 : r);
+        },
+        std::min(0.1, 0.01 * xrange), xrange);
+    const at::Tensor r = at::full({}, m.x, at::kFloat);
+    best_min = side_ == Side::kPositive ? at::zeros({}, at::kFloat) : -r;
+    best_max = side_ == Side::kNegative ? at::zeros({}, at::kFloat) : r;
+  } else {
+    const double xrange = (x_max - x_min).item<double>();
+    const BoundedMinimum m = minimize_bounded([&](double r) { return best_shift_loss(x, r, nullptr); },
+                                              std::min(0.1, 0.01 * xrange), xrange);
+    double shift = 0;
+    best_shift_loss(x, m.x, &shift);
+    // Python's max/min of a float and a 0-d tensor keep whichever wins, then torch.tensor().
+    const double lo = std::max(0.0 - shift, x_min.item<double>());
+    const double hi = std::min(m.x - shift, x_max.item<double>());
+    best_min = at::full({}, lo, at::kFloat);
+    best_max = at::full({}, hi, at::kFloat);
+  }
+  if (count_ == 0) {
+    min_val_ = best_min;
+    max_val_ = best_max;
+  } else {
+    min_val_ = min_val_ * double(count_) + best_min;
+    max_val_ = max_val_ * double(count_) + best_max;
+  }
+  ++count_;
+  min_val_ = min_val_ / double(count_);
+  max_val_ = max_val_ / double(count_);
+}
+
+void AgqObserver::observe(const at::Tensor& attn_in, const at::Tensor& value) {
+  const at::Tensor attn = attn_in.detach().to(at::kFloat);
+  const at::Tensor v = value.detach().to(at::kFloat);
+  const at::Tensor reference = at::matmul(attn, v);
+  const double xrange = at::max(attn.min().abs(), attn.max()).item<double>();
+  std::vector<double> scales, errors;
+  for (const double tau : taus_) {
+    const BoundedMinimum m = minimize_bounded(
+        [&](double r) {
+          const double s = double(float(r));  // torch.tensor(new_max).item()
+          const at::Tensor q = fake_log_quantize(attn, s, range_, tau);
+          return (at::matmul(q, v) - reference).abs().pow(2.4).mean().item<float>();
+        },
+        std::min(0.1, 0.01 * xrange), xrange);
+    scales.push_back(double(float(m.x)));
+    errors.push_back(double(m.fun));
+  }
+  if (count_ == 0) {
+    scales_ = scales;
+    errors_ = errors;
+  } else {
+    for (size_t i = 0; i < taus_.size(); ++i) {
+      scales_[i] = double(float(float(scales_[i]) * float(count_) + float(scales[i])));
+      errors_[i] = double(float(errors_[i]) + float(errors[i]));
+    }
+  }
+  ++count_;
+  for (auto& s : scales_) s = double(float(s) / float(count_));
+}
+
+double AgqObserver::tau() const {
+  size_t best = 0;
+  for (size_t i = 1; i < errors_.size(); ++i)
+    if (errors_[i] < errors_[best]) best = i;
+  return taus_[best];
+}
+
+double AgqObserver::scale() const {
+  size_t best = 0;
+  for (size_t i = 1; i < errors_.size(); ++i)
+    if (errors_[i] < errors_[best]) best = i;
+  return scales_[best];
 }
 
 }  // namespace ptq4sam::quant

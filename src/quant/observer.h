@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <utility>
+#include <vector>
 
 #include "quant/fake_quant.h"
 
@@ -65,6 +66,47 @@ class MseObserver : public Observer {
   std::pair<at::Tensor, at::Tensor> search_1d(const at::Tensor& x) const;
   std::pair<at::Tensor, at::Tensor> search_2d(const at::Tensor& x) const;
   enum class Side { kUnset, kPositive, kNegative, kBoth } side_ = Side::kUnset;
+};
+
+// The seed's AvgMSEFastObserver (per tensor): per batch, a bounded Brent search of the range
+// (then, for two-sided data, of the shift of the grid) minimising mean |Q(x) - x|^2.4; the
+// best min and max averaged over batches. With `sign`, the error is measured on x * sign
+// (last axis), as the seed's sign-aware observer of BIG keys.
+class MseFastObserver : public Observer {
+ public:
+  explicit MseFastObserver(QuantRange range, at::Tensor sign = at::Tensor())
+      : Observer(range, -1), sign_(std::move(sign)) {}
+  void observe(const at::Tensor& x) override;
+
+ private:
+  float loss(const at::Tensor& x, double new_min, double new_max) const;
+  float best_shift_loss(const at::Tensor& x, double range, double* best_shift) const;
+  at::Tensor sign_;
+  int64_t count_ = 0;
+  enum class Side { kUnset, kPositive, kNegative, kBoth } side_ = Side::kUnset;
+};
+
+// AGQ's observer of post-softmax attention A with its values V: per batch and per tau in
+// {1, 2, 4}, the scale s minimising mean |(Q(A) - A) V|^2.4 with Q the log quantizer; scales
+// averaged and errors summed over batches; the tau of least total error wins.
+class AgqObserver {
+ public:
+  explicit AgqObserver(QuantRange range, std::vector<double> taus = {1, 2, 4})
+      : range_(range), taus_(std::move(taus)) {}
+  void observe(const at::Tensor& attn, const at::Tensor& value);
+  const std::vector<double>& taus() const { return taus_; }
+  const std::vector<double>& tau_scales() const { return scales_; }
+  const std::vector<double>& tau_errors() const { return errors_; }
+  // The winning tau and its scale.
+  double tau() const;
+  double scale() const;
+
+ private:
+  QuantRange range_;
+  std::vector<double> taus_;
+  std::vector<double> scales_;  // float32 values, averaged as the seed does
+  std::vector<double> errors_;
+  int64_t count_ = 0;
 };
 
 }  // namespace ptq4sam::quant
