@@ -2,6 +2,7 @@
 
 #include "quant/brent.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace ptq4sam::quant {
@@ -34,16 +35,28 @@ at::Tensor Observer::per_channel(const at::Tensor& x) const {
   return x.transpose(0, ch_axis_).flatten(1);
 }
 
+std::pair<at::Tensor, at::Tensor> Observer::observed_range(const at::Tensor& x) const {
+  if (ch_axis_ == -1) return {x.min(), x.max()};
+  auto [lo, hi] = at::aminmax(per_channel(x), 1);
+  return {lo, hi};
+}
+
+void Observer::average_in(const at::Tensor& lo, const at::Tensor& hi, int64_t count) {
+  if (count == 0) {
+    min_val_ = lo;
+    max_val_ = hi;
+  } else {
+    min_val_ = min_val_ * double(count) + lo;
+    max_val_ = max_val_ * double(count) + hi;
+  }
+  min_val_ = min_val_ / double(count + 1);
+  max_val_ = max_val_ / double(count + 1);
+}
+
 void MinMaxObserver::observe(const at::Tensor& x_in) {
   if (x_in.numel() == 0) return;
   const at::Tensor x = x_in.detach().to(at::kFloat);
-  at::Tensor lo, hi;
-  if (ch_axis_ == -1) {
-    lo = x.min();
-    hi = x.max();
-  } else {
-    std::tie(lo, hi) = at::aminmax(per_channel(x), 1);
-  }
+  const auto [lo, hi] = observed_range(x);
   min_val_ = min_val_.defined() ? at::min(min_val_, lo) : lo;
   max_val_ = max_val_.defined() ? at::max(max_val_, hi) : hi;
 }
@@ -51,17 +64,7 @@ void MinMaxObserver::observe(const at::Tensor& x_in) {
 void AvgMinMaxObserver::observe(const at::Tensor& x_in) {
   if (x_in.numel() == 0) return;
   const at::Tensor x = x_in.detach().to(at::kFloat);
-  const at::Tensor lo = x.min(), hi = x.max();
-  if (count_ == 0) {
-    min_val_ = lo;
-    max_val_ = hi;
-  } else {
-    min_val_ = min_val_ * double(count_) + lo;
-    max_val_ = max_val_ * double(count_) + hi;
-  }
-  ++count_;
-  min_val_ = min_val_ / double(count_);
-  max_val_ = max_val_ / double(count_);
+  average_in(x.min(), x.max(), count_++);
 }
 
 at::Tensor MseObserver::loss(const at::Tensor& x, const at::Tensor& new_min, const at::Tensor& new_max) const {
@@ -74,13 +77,7 @@ at::Tensor MseObserver::loss(const at::Tensor& x, const at::Tensor& new_min, con
 }
 
 std::pair<at::Tensor, at::Tensor> MseObserver::search_1d(const at::Tensor& x) const {
-  at::Tensor x_min, x_max;
-  if (ch_axis_ == -1) {
-    x_min = x.min();
-    x_max = x.max();
-  } else {
-    std::tie(x_min, x_max) = at::aminmax(per_channel(x), 1);
-  }
+  const auto [x_min, x_max] = observed_range(x);
   const at::Tensor xrange = at::max(x_min.abs(), x_max);
   at::Tensor best_score = at::zeros_like(x_min) + 1e10;
   at::Tensor best_min = x_min.clone(), best_max = x_max.clone();
@@ -97,12 +94,9 @@ std::pair<at::Tensor, at::Tensor> MseObserver::search_1d(const at::Tensor& x) co
 }
 
 std::pair<at::Tensor, at::Tensor> MseObserver::search_2d(const at::Tensor& x) const {
-  at::Tensor x_min, x_max;
-  if (ch_axis_ == -1) {
-    x_min = x.min();
-    x_max = x.max();
-  } else {
-    std::tie(x_min, x_max) = at::aminmax(per_channel(x), 1);
+  auto [x_min, x_max] = observed_range(x);
+  if (ch_axis_ != -1) {
+    // Per channel the grid always includes 0 (the seed's rule; not per tensor).
     x_max = at::max(x_max, at::zeros_like(x_max));
     x_min = at::min(x_min, at::zeros_like(x_min));
   }
@@ -188,16 +182,7 @@ void MseFastObserver::observe(const at::Tensor& x_in) {
     best_min = at::full({}, lo, at::kFloat);
     best_max = at::full({}, hi, at::kFloat);
   }
-  if (count_ == 0) {
-    min_val_ = best_min;
-    max_val_ = best_max;
-  } else {
-    min_val_ = min_val_ * double(count_) + best_min;
-    max_val_ = max_val_ * double(count_) + best_max;
-  }
-  ++count_;
-  min_val_ = min_val_ / double(count_);
-  max_val_ = max_val_ / double(count_);
+  average_in(best_min, best_max, count_++);
 }
 
 void AgqObserver::observe(const at::Tensor& attn_in, const at::Tensor& value) {
@@ -230,18 +215,12 @@ void AgqObserver::observe(const at::Tensor& attn_in, const at::Tensor& value) {
   for (auto& s : scales_) s = double(float(s) / float(count_));
 }
 
-double AgqObserver::tau() const {
-  size_t best = 0;
-  for (size_t i = 1; i < errors_.size(); ++i)
-    if (errors_[i] < errors_[best]) best = i;
-  return taus_[best];
+size_t AgqObserver::best_index() const {
+  return size_t(std::min_element(errors_.begin(), errors_.end()) - errors_.begin());
 }
 
-double AgqObserver::scale() const {
-  size_t best = 0;
-  for (size_t i = 1; i < errors_.size(); ++i)
-    if (errors_[i] < errors_[best]) best = i;
-  return scales_[best];
-}
+double AgqObserver::tau() const { return taus_[best_index()]; }
+
+double AgqObserver::scale() const { return scales_[best_index()]; }
 
 }  // namespace ptq4sam::quant

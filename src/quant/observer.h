@@ -31,6 +31,10 @@ class Observer {
  protected:
   // x flattened per channel: (channels, rest), channel axis first.
   at::Tensor per_channel(const at::Tensor& x) const;
+  // min and max of x, per tensor or per channel.
+  std::pair<at::Tensor, at::Tensor> observed_range(const at::Tensor& x) const;
+  // Folds this batch's range into the running average over `count` earlier batches.
+  void average_in(const at::Tensor& lo, const at::Tensor& hi, int64_t count);
   QuantRange range_;
   int64_t ch_axis_;  // -1: per tensor
   at::Tensor min_val_, max_val_;
@@ -102,6 +106,7 @@ class AgqObserver {
   double scale() const;
 
  private:
+  size_t best_index() const;
   QuantRange range_;
   std::vector<double> taus_;
   std::vector<double> scales_;  // float32 values, averaged as the seed does
