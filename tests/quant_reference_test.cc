@@ -121,22 +121,23 @@ TEST(QuantReference, AdaRoundInitialisation) {
   }
 }
 
-// One-sided data: a single bounded Brent search of the range per batch. (The two-sided case,
-// a search of the range over inner searches of the shift, does not yet land on the seed's
-// points: see avg_mse_fast in reference.json; it is not used until the calibration flow.)
-TEST(QuantReference, AvgMseFastOneSidedBrentSearch) {
+// One-sided data: one bounded Brent search of the range per batch; two-sided: a search of the
+// range over inner searches of the shift.
+TEST(QuantReference, AvgMseFastBrentSearch) {
   PTQ4SAM_REQUIRE_FIXTURES("quant");
-  const auto cases = cases_of(fixtures, "avg_mse_fast_one_sided");
-  ASSERT_FALSE(cases.empty());
-  for (const auto& c : cases) {
-    SCOPED_TRACE("bit " + std::to_string(c["bit"].get<int>()));
-    quant::MseFastObserver observer(range_of(c));
-    for (const auto& batch : c["batches"]) observer.observe(to_tensor(batch));
-    expect_close(observer.min_val(), c["min_val"], 1e-5, "min_val");
-    expect_close(observer.max_val(), c["max_val"], 1e-5, "max_val");
-    const auto [scale, zero_point] = observer.qparams();
-    expect_close(scale, c["scale"], 1e-5, "scale");
-    EXPECT_EQ(zero_point.item<int64_t>(), c["zero_point"].get<int64_t>());
+  for (const char* kind : {"avg_mse_fast_one_sided", "avg_mse_fast"}) {
+    const auto cases = cases_of(fixtures, kind);
+    ASSERT_FALSE(cases.empty()) << kind;
+    for (const auto& c : cases) {
+      SCOPED_TRACE(std::string(kind) + " bit " + std::to_string(c["bit"].get<int>()));
+      quant::MseFastObserver observer(range_of(c));
+      for (const auto& batch : c["batches"]) observer.observe(to_tensor(batch));
+      expect_close(observer.min_val(), c["min_val"], 1e-5, "min_val");
+      expect_close(observer.max_val(), c["max_val"], 1e-5, "max_val");
+      const auto [scale, zero_point] = observer.qparams();
+      expect_close(scale, c["scale"], 1e-5, "scale");
+      EXPECT_EQ(zero_point.item<int64_t>(), c["zero_point"].get<int64_t>());
+    }
   }
 }
 

@@ -4,8 +4,11 @@
 
 namespace ptq4sam::quant {
 
-BoundedMinimum minimize_bounded(const std::function<float(double)>& f, double lower, double upper, double xatol,
-                                int max_evaluations) {
+BoundedMinimum minimize_bounded(const std::function<double(double)>& f, double lower, double upper,
+                                bool float32_losses, double xatol, int max_evaluations) {
+  const auto loss_difference = [float32_losses](double u, double v) {
+    return float32_losses ? double(float(u) - float(v)) : u - v;
+  };
   const double sqrt_eps = std::sqrt(2.2e-16);
   const double golden_mean = 0.5 * (3.0 - std::sqrt(5.0));
   double a = lower, b = upper;
@@ -13,9 +16,9 @@ BoundedMinimum minimize_bounded(const std::function<float(double)>& f, double lo
   double fulc = a + golden_mean * (b - a);
   double nfc = fulc, xf = fulc;
   double rat = 0.0, e = 0.0;
-  float fx = f(xf);
+  double fx = f(xf);
   int evaluations = 1;
-  float ffulc = fx, fnfc = fx;
+  double ffulc = fx, fnfc = fx;
   double xm = 0.5 * (a + b);
   double tol1 = sqrt_eps * std::fabs(xf) + xatol / 3.0;
   double tol2 = 2.0 * tol1;
@@ -23,10 +26,10 @@ BoundedMinimum minimize_bounded(const std::function<float(double)>& f, double lo
   while (std::fabs(xf - xm) > (tol2 - 0.5 * (b - a))) {
     bool golden = true;
     if (std::fabs(e) > tol1) {
-      // Parabola through the three best points; loss differences are float32, as in numpy.
+      // Parabola through the three best points.
       golden = false;
-      double r = (xf - nfc) * double(float(fx - ffulc));
-      double q = (xf - fulc) * double(float(fx - fnfc));
+      double r = (xf - nfc) * loss_difference(fx, ffulc);
+      double q = (xf - fulc) * loss_difference(fx, fnfc);
       double p = (xf - fulc) * q - (xf - nfc) * r;
       q = 2.0 * (q - r);
       if (q > 0.0) p = -p;
@@ -46,7 +49,7 @@ BoundedMinimum minimize_bounded(const std::function<float(double)>& f, double lo
       rat = golden_mean * e;
     }
     const double x = xf + sign_or_one(rat) * std::max(std::fabs(rat), tol1);
-    const float fu = f(x);
+    const double fu = f(x);
     ++evaluations;
     if (fu <= fx) {
       if (x >= xf) a = xf;

@@ -8,13 +8,15 @@ namespace ptq4sam::quant {
 
 struct BoundedMinimum {
   double x = 0;
-  float fun = 0;  // the seed's losses are float32
+  double fun = 0;
   int evaluations = 0;
 };
 
 // Minimises f over [lower, upper]; stops when the bracket is within xatol (plus a relative
-// term) or after max_evaluations calls.
-BoundedMinimum minimize_bounded(const std::function<float(double)>& f, double lower, double upper,
-                                double xatol = 1e-5, int max_evaluations = 500);
+// term) or after max_evaluations calls. With float32_losses, f's values are float32 numbers
+// and their differences in the parabolic step are rounded to float32, as numpy does with the
+// float32 arrays the seed's losses are.
+BoundedMinimum minimize_bounded(const std::function<double(double)>& f, double lower, double upper,
+                                bool float32_losses, double xatol = 1e-5, int max_evaluations = 500);
 
 }  // namespace ptq4sam::quant

@@ -11,6 +11,8 @@ namespace {
 constexpr int kCandidates = 100;
 constexpr double kLossPower = 2.4;
 
+bool is_float32(const at::Tensor& x) { return x.scalar_type() == at::kFloat; }
+
 }  // namespace
 
 std::pair<at::Tensor, at::Tensor> calculate_qparams(const at::Tensor& min_val, const at::Tensor& max_val,
@@ -131,56 +133,56 @@ void MseObserver::observe(const at::Tensor& x_in) {
   max_val_ = max_val_.defined() ? at::max(max_val_, hi) : hi;
 }
 
-float MseFastObserver::loss(const at::Tensor& x, double new_min, double new_max) const {
-  // The seed turns the candidate range into float32 tensors, then uses scale.item().
-  const at::Tensor lo = at::full({}, new_min, at::kFloat), hi = at::full({}, new_max, at::kFloat);
+double MseFastObserver::loss(const at::Tensor& x, double new_min, double new_max) const {
+  // The seed makes the candidate range float64 tensors (torch.tensor of scipy's numpy floats),
+  // so the qparams are float64; the quantization runs in x's type.
+  const at::Tensor lo = at::full({}, new_min, at::kDouble), hi = at::full({}, new_max, at::kDouble);
   const auto [scale, zero_point] = calculate_qparams(lo, hi, range_);
-  at::Tensor x_q = fake_quantize(x, scale, zero_point.to(at::kFloat).round(), range_);
+  at::Tensor x_q = fake_quantize(x, scale, zero_point.round(), range_);
   at::Tensor ref = x;
   if (sign_.defined()) {
     x_q = x_q * sign_;
     ref = x * sign_;
   }
-  return (x_q - ref).abs().pow(2.4).mean().item<float>();
+  return (x_q - ref).abs().pow(kLossPower).mean().item<double>();
 }
 
-float MseFastObserver::best_shift_loss(const at::Tensor& x, double range, double* best_shift) const {
+double MseFastObserver::best_shift_loss(const at::Tensor& x, double range, double* best_shift) const {
   const double delta = range / double(range_.quant_max() - range_.quant_min());
-  const BoundedMinimum m = minimize_bounded(
-      [&](double shift) { return loss(x, 0.0 - shift, range - shift); }, delta * double(range_.quant_min()),
-      delta * double(range_.quant_max()));
+  const BoundedMinimum m =
+      minimize_bounded([&](double shift) { return loss(x, 0.0 - shift, range - shift); },
+                       delta * double(range_.quant_min()), delta * double(range_.quant_max()), is_float32(x));
   if (best_shift) *best_shift = m.x;
   return m.fun;
 }
 
 void MseFastObserver::observe(const at::Tensor& x_in) {
   if (x_in.numel() == 0) return;
-  const at::Tensor x = x_in.detach().to(at::kFloat);
+  // The seed casts each batch to its min_val's dtype, which is float64 once a float64 range
+  // has been averaged in: from the second batch on, the search may run in float64.
+  const at::Tensor x = x_in.detach().to(min_val_.defined() ? min_val_.scalar_type() : at::kFloat);
   const at::Tensor x_min = x.min(), x_max = x.max();
   if (side_ == Side::kUnset)
-    side_ = x_min.item<float>() >= 0.0f ? Side::kPositive : x_max.item<float>() <= 0.0f ? Side::kNegative : Side::kBoth;
+    side_ = x_min.item<double>() >= 0.0 ? Side::kPositive : x_max.item<double>() <= 0.0 ? Side::kNegative : Side::kBoth;
   at::Tensor best_min, best_max;
   if (side_ != Side::kBoth || range_.symmetric) {
     const double xrange = at::max(x_min.abs(), x_max).item<double>();
     const BoundedMinimum m = minimize_bounded(
-        [&](double r) {
-          return loss(x, side_ == Side::kPositive ? 0.0 : -r, side_ == Side::kNegative ? 0.0 : r);
-        },
-        std::min(0.1, 0.01 * xrange), xrange);
-    const at::Tensor r = at::full({}, m.x, at::kFloat);
-    best_min = side_ == Side::kPositive ? at::zeros({}, at::kFloat) : -r;
-    best_max = side_ == Side::kNegative ? at::zeros({}, at::kFloat) : r;
+        [&](double r) { return loss(x, side_ == Side::kPositive ? 0.0 : -r, side_ == Side::kNegative ? 0.0 : r); },
+        std::min(0.1, 0.01 * xrange), xrange, is_float32(x));
+    const at::Tensor r = at::full({}, m.x, at::kDouble);
+    best_min = side_ == Side::kPositive ? at::zeros_like(x_min) : -r;
+    best_max = side_ == Side::kNegative ? at::zeros_like(x_max) : r;
   } else {
     const double xrange = (x_max - x_min).item<double>();
     const BoundedMinimum m = minimize_bounded([&](double r) { return best_shift_loss(x, r, nullptr); },
-                                              std::min(0.1, 0.01 * xrange), xrange);
+                                              std::min(0.1, 0.01 * xrange), xrange, is_float32(x));
     double shift = 0;
     best_shift_loss(x, m.x, &shift);
-    // Python's max/min of a float and a 0-d tensor keep whichever wins, then torch.tensor().
-    const double lo = std::max(0.0 - shift, x_min.item<double>());
-    const double hi = std::min(m.x - shift, x_max.item<double>());
-    best_min = at::full({}, lo, at::kFloat);
-    best_max = at::full({}, hi, at::kFloat);
+    // Python's max/min of a numpy float64 and a 0-d tensor keep whichever wins (and its type).
+    const double lo = 0.0 - shift, hi = m.x - shift;
+    best_min = x_min.item<double>() > lo ? x_min : at::full({}, lo, at::kDouble);
+    best_max = x_max.item<double>() < hi ? x_max : at::full({}, hi, at::kDouble);
   }
   average_in(best_min, best_max, count_++);
 }
@@ -196,9 +198,9 @@ void AgqObserver::observe(const at::Tensor& attn_in, const at::Tensor& value) {
         [&](double r) {
           const double s = double(float(r));  // torch.tensor(new_max).item()
           const at::Tensor q = fake_log_quantize(attn, s, range_, tau);
-          return (at::matmul(q, v) - reference).abs().pow(2.4).mean().item<float>();
+          return (at::matmul(q, v) - reference).abs().pow(kLossPower).mean().item<double>();
         },
-        std::min(0.1, 0.01 * xrange), xrange);
+        std::min(0.1, 0.01 * xrange), xrange, /*float32_losses=*/true);
     scales.push_back(double(float(m.x)));
     errors.push_back(double(m.fun));
   }

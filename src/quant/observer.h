@@ -83,8 +83,8 @@ class MseFastObserver : public Observer {
   void observe(const at::Tensor& x) override;
 
  private:
-  float loss(const at::Tensor& x, double new_min, double new_max) const;
-  float best_shift_loss(const at::Tensor& x, double range, double* best_shift) const;
+  double loss(const at::Tensor& x, double new_min, double new_max) const;
+  double best_shift_loss(const at::Tensor& x, double range, double* best_shift) const;
   at::Tensor sign_;
   int64_t count_ = 0;
   enum class Side { kUnset, kPositive, kNegative, kBoth } side_ = Side::kUnset;
