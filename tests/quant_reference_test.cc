@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "quant/adaround.h"
+#include "quant/bimodal.h"
 #include "quant/observer.h"
 #include "test_support.h"
 
@@ -159,6 +160,36 @@ TEST(QuantReference, AgqChoosesTauAndScale) {
     const at::Tensor q = quant::fake_log_quantize(to_tensor(c["attn"][0]), observer.scale(), range, observer.tau());
     expect_close(q, c["fake_quant_attn0"], 1e-5, "fake_quant_attn0");
   }
+}
+
+// BIG's detector: KDE + find_peaks decisions and the channel signs, exactly.
+TEST(QuantReference, BimodalDetection) {
+  PTQ4SAM_REQUIRE_FIXTURES("quant");
+  const auto cases = cases_of(fixtures, "bimodal");
+  ASSERT_EQ(cases.size(), 3u);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    quant::BimodalConfig config;
+    config.global_num = c["global_num"].get<int>();
+    config.peak_distance = c["peak_distance"].get<int>();
+    config.peak_height = c["peak_height"].get<double>();
+    const auto decision = quant::detect_bimodal(to_tensor(c["x"]), config);
+    EXPECT_EQ(decision.bimodal, c["is_bimodal"].get<bool>()) << decision.peaks << " peaks";
+    if (c["sign"].is_null()) {
+      EXPECT_FALSE(decision.sign.defined());
+    } else {
+      ASSERT_TRUE(decision.sign.defined());
+      EXPECT_TRUE(at::equal(decision.sign.to(at::kLong), to_tensor(c["sign"]).to(at::kLong)));
+    }
+  }
+}
+
+TEST(Bimodal, FindPeaksKeepsTheHigherOfTwoClosePeaksAndAPlateauMiddle) {
+  // Peaks at 2 (height 3), 4 (height 5) and a plateau 8..10 (height 4).
+  const std::vector<double> y = {0, 1, 3, 1, 5, 1, 0, 1, 4, 4, 4, 0};
+  EXPECT_EQ(quant::find_peaks(y, 0.0, 1), (std::vector<int>{2, 4, 9}));
+  EXPECT_EQ(quant::find_peaks(y, 0.0, 3), (std::vector<int>{4, 9}));
+  EXPECT_EQ(quant::find_peaks(y, 4.5, 1), (std::vector<int>{4}));
 }
 
 TEST(FakeQuant, RoundsHalfToEvenAndPassesGradientsStraightThrough) {
