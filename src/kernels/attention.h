@@ -4,6 +4,8 @@
 // few MB instead of a GB.
 #include <ATen/ATen.h>
 
+#include <functional>
+
 namespace ptq4sam::kernels {
 
 // Where the 1/sqrt(d) factor is applied. The two SAM modules differ, and with the decoder's
@@ -22,13 +24,17 @@ void attention_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
                     ScoreScaling scaling, const at::Tensor& rel_h = at::Tensor(),
                     const at::Tensor& rel_w = at::Tensor());
 
+// Transforms the attention probabilities (B, H, N, M) given the values (B, H, M, dv): where a
+// softmax quantizer sits.
+using ProbabilityHook = std::function<at::Tensor(const at::Tensor& probs, const at::Tensor& values)>;
+
 // Multi-head attention over (B, N, C) queries and (B, M, C) keys/values split into num_heads
 // heads along C (head h owns channels [h*C/H, (h+1)*C/H)); returns (B, N, Cv) with the heads
 // recombined. rel_h (B, H, N, Hk) and rel_w (B, H, N, Wk) are optional as above. Inputs may be
-// strided views (e.g. slices of a fused qkv projection). Uses differentiable ATen ops when
-// autograd needs them.
+// strided views (e.g. slices of a fused qkv projection). Uses differentiable ATen ops, with the
+// whole probability matrix, when autograd needs them or a probability hook is given.
 at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_heads,
                                 ScoreScaling scaling, const at::Tensor& rel_h = at::Tensor(),
-                                const at::Tensor& rel_w = at::Tensor());
+                                const at::Tensor& rel_w = at::Tensor(), const ProbabilityHook& probs_hook = nullptr);
 
 }  // namespace ptq4sam::kernels

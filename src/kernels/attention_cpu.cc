@@ -19,7 +19,8 @@ at::Tensor split_heads(const at::Tensor& x, int64_t num_heads) {
 }
 
 at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_heads,
-                              ScoreScaling scaling, const at::Tensor& rel_h, const at::Tensor& rel_w) {
+                              ScoreScaling scaling, const at::Tensor& rel_h, const at::Tensor& rel_w,
+                              const ProbabilityHook& probs_hook) {
   const at::Tensor qh = split_heads(q, num_heads), kh = split_heads(k, num_heads), vh = split_heads(v, num_heads);
   const int64_t d = qh.size(-1);
   at::Tensor attn = scaling == ScoreScaling::kScaleQueries
@@ -31,7 +32,9 @@ at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at
             rel_w.unsqueeze(-2))
                .view(s);
   }
-  const at::Tensor out = at::matmul(at::softmax(attn, -1), vh);
+  at::Tensor probs = at::softmax(attn, -1);
+  if (probs_hook) probs = probs_hook(probs, vh);
+  const at::Tensor out = at::matmul(probs, vh);
   return out.permute({0, 2, 1, 3}).reshape({q.size(0), q.size(1), v.size(2)});
 }
 
@@ -62,9 +65,11 @@ void attention_into(const at::Tensor& q_in, const at::Tensor& k, const at::Tenso
 }
 
 at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_heads,
-                                ScoreScaling scaling, const at::Tensor& rel_h, const at::Tensor& rel_w) {
+                                ScoreScaling scaling, const at::Tensor& rel_h, const at::Tensor& rel_w,
+                                const ProbabilityHook& probs_hook) {
   const bool grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  if (grad || q.scalar_type() != at::kFloat || scaling == ScoreScaling::kDivideScores) return attention_autograd(q, k, v, num_heads, scaling, rel_h, rel_w);
+  if (grad || probs_hook || q.scalar_type() != at::kFloat || scaling == ScoreScaling::kDivideScores)
+    return attention_autograd(q, k, v, num_heads, scaling, rel_h, rel_w, probs_hook);
   at::Tensor out = at::empty({q.size(0), q.size(1), v.size(2)}, q.options());
   const at::Tensor qh = split_heads(q, num_heads), kh = split_heads(k, num_heads), vh = split_heads(v, num_heads);
   const at::Tensor oh = split_heads(out, num_heads);

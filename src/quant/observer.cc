@@ -55,12 +55,16 @@ void Observer::average_in(const at::Tensor& lo, const at::Tensor& hi, int64_t co
   max_val_ = max_val_ / double(count + 1);
 }
 
+void Observer::widen_to(const at::Tensor& lo, const at::Tensor& hi) {
+  min_val_ = min_val_.defined() ? at::min(min_val_, lo) : lo;
+  max_val_ = max_val_.defined() ? at::max(max_val_, hi) : hi;
+}
+
 void MinMaxObserver::observe(const at::Tensor& x_in) {
   if (x_in.numel() == 0) return;
   const at::Tensor x = x_in.detach().to(at::kFloat);
   const auto [lo, hi] = observed_range(x);
-  min_val_ = min_val_.defined() ? at::min(min_val_, lo) : lo;
-  max_val_ = max_val_.defined() ? at::max(max_val_, hi) : hi;
+  widen_to(lo, hi);
 }
 
 void AvgMinMaxObserver::observe(const at::Tensor& x_in) {
@@ -129,8 +133,26 @@ void MseObserver::observe(const at::Tensor& x_in) {
     side_ = x.min().item<float>() >= 0.0f ? Side::kPositive : x.max().item<float>() <= 0.0f ? Side::kNegative : Side::kBoth;
   }
   const auto [lo, hi] = (side_ != Side::kBoth || range_.symmetric) ? search_1d(x) : search_2d(x);
-  min_val_ = min_val_.defined() ? at::min(min_val_, lo) : lo;
-  max_val_ = max_val_.defined() ? at::max(max_val_, hi) : hi;
+  if (average_) {
+    average_in(lo, hi, count_++);
+    return;
+  }
+  widen_to(lo, hi);
+}
+
+void PercentileObserver::observe(const at::Tensor& x_in) {
+  if (x_in.numel() == 0) return;
+  const at::Tensor sorted = std::get<0>(x_in.detach().to(at::kFloat).flatten().sort());
+  const auto quantile = [&](double q) {
+    const double position = q * double(sorted.numel() - 1);
+    const int64_t below = int64_t(std::floor(position));
+    const int64_t above = std::min(below + 1, sorted.numel() - 1);
+    const at::Tensor lower = sorted[below], upper = sorted[above];
+    return at::lerp(lower, upper, position - double(below));
+  };
+  constexpr double kPercentile = 0.99999;
+  const at::Tensor lo = quantile(1.0 - kPercentile), hi = quantile(kPercentile);
+  widen_to(lo, hi);
 }
 
 double MseFastObserver::loss(const at::Tensor& x, double new_min, double new_max) const {
@@ -184,7 +206,11 @@ void MseFastObserver::observe(const at::Tensor& x_in) {
     best_min = x_min.item<double>() > lo ? x_min : at::full({}, lo, at::kDouble);
     best_max = x_max.item<double>() < hi ? x_max : at::full({}, hi, at::kDouble);
   }
-  average_in(best_min, best_max, count_++);
+  if (average_) {
+    average_in(best_min, best_max, count_++);
+  } else {
+    widen_to(best_min, best_max);
+  }
 }
 
 void AgqObserver::observe(const at::Tensor& attn_in, const at::Tensor& value) {

@@ -35,6 +35,8 @@ class Observer {
   std::pair<at::Tensor, at::Tensor> observed_range(const at::Tensor& x) const;
   // Folds this batch's range into the running average over `count` earlier batches.
   void average_in(const at::Tensor& lo, const at::Tensor& hi, int64_t count);
+  // Widens the running range to include [lo, hi].
+  void widen_to(const at::Tensor& lo, const at::Tensor& hi);
   QuantRange range_;
   int64_t ch_axis_;  // -1: per tensor
   at::Tensor min_val_, max_val_;
@@ -62,10 +64,14 @@ class AvgMinMaxObserver : public Observer {
 // the best ranges over batches.
 class MseObserver : public Observer {
  public:
-  using Observer::Observer;
+  // `average`: the seed's AvgMSEObserver, the best ranges averaged over batches instead.
+  MseObserver(QuantRange range, int64_t ch_axis, bool average = false)
+      : Observer(range, ch_axis), average_(average) {}
   void observe(const at::Tensor& x) override;
 
  private:
+  bool average_;
+  int64_t count_ = 0;
   at::Tensor loss(const at::Tensor& x, const at::Tensor& new_min, const at::Tensor& new_max) const;
   std::pair<at::Tensor, at::Tensor> search_1d(const at::Tensor& x) const;
   std::pair<at::Tensor, at::Tensor> search_2d(const at::Tensor& x) const;
@@ -78,16 +84,27 @@ class MseObserver : public Observer {
 // (last axis), as the seed's sign-aware observer of BIG keys.
 class MseFastObserver : public Observer {
  public:
-  explicit MseFastObserver(QuantRange range, at::Tensor sign = at::Tensor())
-      : Observer(range, -1), sign_(std::move(sign)) {}
+  // `average` false: the seed's MSEFastObserver, the running min/max of the best ranges.
+  explicit MseFastObserver(QuantRange range, at::Tensor sign = at::Tensor(), bool average = true)
+      : Observer(range, -1), sign_(std::move(sign)), average_(average) {}
   void observe(const at::Tensor& x) override;
 
  private:
+  bool average_;
   double loss(const at::Tensor& x, double new_min, double new_max) const;
   double best_shift_loss(const at::Tensor& x, double range, double* best_shift) const;
   at::Tensor sign_;
   int64_t count_ = 0;
   enum class Side { kUnset, kPositive, kNegative, kBoth } side_ = Side::kUnset;
+};
+
+// The seed's PCTObserver: of its candidate percentiles {99, 99.9, 99.99, 99.999} the last one
+// always wins (its search never updates the best score), so each batch's range is the
+// [0.001%, 99.999%] quantile interval (linear interpolation); running min/max over batches.
+class PercentileObserver : public Observer {
+ public:
+  explicit PercentileObserver(QuantRange range) : Observer(range, -1) {}
+  void observe(const at::Tensor& x) override;
 };
 
 // AGQ's observer of post-softmax attention A with its values V: per batch and per tau in

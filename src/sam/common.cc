@@ -15,7 +15,8 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool has_bias, Numeric
 }
 
 at::Tensor Linear::forward(const at::Tensor& x, Activation activation) const {
-  return kernels::linear(x, weight, bias, activation, numerics);
+  if (!quant.any()) return kernels::linear(x, weight, bias, activation, numerics);
+  return kernels::linear(quantize_at(quant.input, x), quantize_at(quant.weight, weight), bias, activation, numerics);
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps_) : eps(eps_) {
@@ -50,7 +51,8 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_
 }
 
 at::Tensor Conv2d::forward(const at::Tensor& x) const {
-  return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
+  return at::conv2d(quantize_at(quant.input, x), quantize_at(quant.weight, weight), bias, {stride, stride},
+                    {padding, padding});
 }
 
 ConvTranspose2d::ConvTranspose2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride_)

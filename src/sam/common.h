@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "kernels/matmul.h"
+#include "sam/quant_point.h"
 
 namespace ptq4sam::sam {
 
@@ -18,6 +19,7 @@ class Linear : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, Activation activation = Activation::kNone) const;
   at::Tensor weight, bias;
   Numerics numerics;
+  LayerQuantPoints quant;
 };
 
 // torch.nn.LayerNorm over the last dim.
@@ -54,6 +56,7 @@ class Conv2d : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) const;
   at::Tensor weight, bias;
   int64_t stride, padding;
+  LayerQuantPoints quant;
 };
 
 // torch.nn.ConvTranspose2d with square kernel and stride, no padding.

@@ -38,7 +38,8 @@ at::Tensor EncoderAttention::forward(const at::Tensor& x) const {
   const int64_t head_dim = c / num_heads;
   // (B, HW, 3, C): q, k and v are strided views of the fused projection, never copied.
   const at::Tensor fused = qkv->forward(x.reshape({b, h * w, c})).view({b, h * w, 3, c});
-  const at::Tensor q = fused.select(2, 0), k = fused.select(2, 1), v = fused.select(2, 2);
+  const at::Tensor q = quantize_at(quant.q, fused.select(2, 0)), k = quantize_at(quant.k, fused.select(2, 1)),
+                   v = quantize_at(quant.v, fused.select(2, 2));
   at::Tensor rel_h, rel_w;
   if (rel_pos_h.defined()) {
     // einsum("bhwc,hkc->bhwk") per head, on the unscaled q as in the official code.
@@ -47,8 +48,8 @@ at::Tensor EncoderAttention::forward(const at::Tensor& x) const {
     rel_h = at::einsum("bhwnc,hkc->bnhwk", {r_q, rh}).reshape({b, num_heads, h * w, h});
     rel_w = at::einsum("bhwnc,wkc->bnhwk", {r_q, rw}).reshape({b, num_heads, h * w, w});
   }
-  const at::Tensor out =
-      kernels::multi_head_attention(q, k, v, num_heads, kernels::ScoreScaling::kScaleQueries, rel_h, rel_w);
+  const at::Tensor out = kernels::multi_head_attention(q, k, v, num_heads, kernels::ScoreScaling::kScaleQueries,
+                                                       rel_h, rel_w, softmax_hook(quant.softmax));
   return proj->forward(out).view({b, h, w, c});
 }
 
@@ -92,7 +93,9 @@ at::Tensor EncoderBlock::forward(const at::Tensor& x) const {
   }
   const at::Tensor z = x + y;
   const at::Tensor normed = norm2->forward(z);
-  if (at::GradMode::is_enabled()) return z + mlp->forward(normed);
+  // Observers must see the whole MLP input at once.
+  if (at::GradMode::is_enabled() || mlp->lin1->quant.needs_whole_tensor() || mlp->lin2->quant.needs_whole_tensor())
+    return z + mlp->forward(normed);
   // Row chunks keep the MLP's hidden activations (4x the width) small and reusable.
   const int64_t c = z.size(-1);
   const at::Tensor z2 = z.view({-1, c}), n2 = normed.view({-1, c});
@@ -141,8 +144,9 @@ at::Tensor ImageEncoderViT::forward(const at::Tensor& image) const {
   at::Tensor x = patch_embed->forward(image) + pos_embed;
   for (const auto& block : blocks) x = block->forward(x);
   // The 1x1 convolution and the first LayerNorm2d run channels-last, as a matmul.
-  const at::Tensor w1 = neck_conv1->weight.view({neck_conv1->weight.size(0), -1});
-  x = neck_norm1->forward_channels_last(kernels::linear(x, w1, at::Tensor()));
+  const at::Tensor w1 = quantize_at(neck_conv1->quant.weight, neck_conv1->weight);
+  x = quantize_at(neck_conv1->quant.input, x);
+  x = neck_norm1->forward_channels_last(kernels::linear(x, w1.view({w1.size(0), -1}), at::Tensor()));
   x = neck_conv2->forward(x.permute({0, 3, 1, 2}).contiguous());
   return neck_norm2->forward(x).contiguous();
 }

@@ -31,6 +31,7 @@ class EncoderAttention : public torch::nn::Module {
   int64_t num_heads;
   std::shared_ptr<Linear> qkv, proj;
   at::Tensor rel_pos_h, rel_pos_w;
+  AttentionQuantPoints quant;
 };
 
 // Transformer block with windowed (window_size > 0) or global attention.

@@ -100,8 +100,9 @@ Prediction Predictor::predict(const std::vector<Prompt>& prompts, bool multimask
   // many others share its image.
   const at::Tensor dense_pe = model_->prompt_encoder->get_dense_pe();
   std::vector<at::Tensor> all_masks, all_iou, all_low_res;
-  for (int64_t start = 0; start < batch; start += kDecoderChunk) {
-    const int64_t n = std::min(kDecoderChunk, batch - start);
+  const int64_t chunk = decoder_chunk_ > 0 ? decoder_chunk_ : batch;
+  for (int64_t start = 0; start < batch; start += chunk) {
+    const int64_t n = std::min(chunk, batch - start);
     const auto slice = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, start, n) : t; };
     const auto [sparse, dense] = model_->prompt_encoder->forward(slice(coords), slice(labels), slice(boxes), slice(masks));
     auto [low_res, iou] = model_->mask_decoder->forward(features_, dense_pe, sparse, dense, multimask_output);

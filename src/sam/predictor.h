@@ -66,11 +66,15 @@ class Predictor {
   std::pair<int64_t, int64_t> original_size() const { return original_size_; }
   std::pair<int64_t, int64_t> input_size() const { return input_size_; }
   const Sam& model() const { return *model_; }
+  // Prompts decoded per batch (default kDecoderChunk); 0 decodes all of an image's prompts in
+  // one batch, as calibration needs (observers update once per image).
+  void set_decoder_chunk(int64_t chunk) { decoder_chunk_ = chunk; }
 
  private:
   std::shared_ptr<Sam> model_;
   ResizeLongestSide transform_;
   at::Tensor features_;
+  int64_t decoder_chunk_ = kDecoderChunk;
   std::pair<int64_t, int64_t> original_size_{0, 0}, input_size_{0, 0};
 };
 

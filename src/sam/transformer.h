@@ -16,6 +16,7 @@ class Attention : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const;
   int64_t num_heads;
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, out_proj;
+  AttentionQuantPoints quant;
 };
 
 class TwoWayAttentionBlock : public torch::nn::Module {

@@ -1,0 +1,143 @@
+#include "quant/calibrate.h"
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include "util/error.h"
+
+namespace ptq4sam::quant {
+namespace {
+
+std::vector<sam::Prompt> box_prompts(const CalibrationSample& sample) {
+  std::vector<sam::Prompt> prompts;
+  for (const auto& box : sample.boxes) {
+    sam::Prompt p;
+    p.box = box;
+    prompts.push_back(p);
+  }
+  return prompts;
+}
+
+// Encoder on the image, decoder on all its boxes in one batch: what observers see per image.
+sam::Prediction run_sample(sam::Predictor& predictor, const CalibrationSample& sample) {
+  predictor.set_image(sample.image);
+  return predictor.predict(box_prompts(sample), /*multimask_output=*/false, /*return_logits=*/true);
+}
+
+void report(const CalibrationProgress& progress, const std::string& stage, size_t done, size_t total) {
+  if (progress) progress(stage, done, total);
+}
+
+void fold_sign(sam::Linear& linear, const at::Tensor& sign) {
+  linear.weight.mul_(sign.unsqueeze(1));
+  linear.bias.mul_(sign);
+}
+
+}  // namespace
+
+double sqnr_db(const at::Tensor& reference, const at::Tensor& approx) {
+  const at::Tensor ref = reference.to(at::kDouble);
+  const double signal = ref.pow(2).sum().item<double>();
+  const double noise = (approx.to(at::kDouble) - ref).pow(2).sum().item<double>();
+  if (noise <= 0) return std::numeric_limits<double>::infinity();
+  return 10.0 * std::log10(signal / noise);
+}
+
+CalibrationStats calibrate(QuantizedSam& qsam, size_t count, const SampleSource& source,
+                           const CalibrationProgress& progress) {
+  if (count == 0) throw Error("calibrate", "no calibration samples");
+  torch::NoGradGuard no_grad;
+  const auto start = std::chrono::steady_clock::now();
+  sam::Predictor predictor(qsam.model());
+  predictor.set_decoder_chunk(0);
+  CalibrationStats stats;
+
+  // (1) BIG: the first sample with every quantizer off; keys captured as the decoder sees them.
+  if (qsam.config().ptq4sam.big && !qsam.big_sites().empty()) {
+    qsam.set_mode(QuantMode::kOff);
+    for (auto& site : qsam.big_sites()) site.keys->capture_next();
+    run_sample(predictor, source(0));
+    for (auto& site : qsam.big_sites()) {
+      const at::Tensor keys = site.keys->take_captured();
+      if (!keys.defined()) throw Error(site.name, "saw no keys during BIG detection");
+      site.decision = detect_bimodal(keys, qsam.config().ptq4sam.bimodal);
+      if (site.decision.bimodal) {
+        fold_sign(*site.attention->k_proj, site.decision.sign);
+        fold_sign(*site.attention->q_proj, site.decision.sign);
+      }
+    }
+    report(progress, "big", 1, 1);
+  }
+
+  // (2) Activation observers, once per image.
+  qsam.set_mode(QuantMode::kCalibrate, QuantizedSam::Which::kActivations);
+  for (size_t i = 0; i < count; ++i) {
+    const CalibrationSample sample = source(i);
+    run_sample(predictor, sample);
+    stats.boxes += sample.boxes.size();
+    report(progress, "activations", i + 1, count);
+  }
+  stats.samples = count;
+
+  // (3) Weight observers once, on the weights as they now are (BIG folded).
+  qsam.set_mode(QuantMode::kCalibrate, QuantizedSam::Which::kWeights);
+  const auto named = qsam.model()->named_parameters(/*recurse=*/true);
+  for (const auto& q : qsam.quantizers()) {
+    if (!q->is_weight()) continue;
+    const std::string key = q->weight_key();
+    const at::Tensor* weight = named.find(key);
+    if (!weight) throw Error(q->name(), "has no weight '" + key + "' in the model");
+    q->apply(*weight, at::Tensor());
+  }
+  report(progress, "weights", 1, 1);
+
+  // (4) Quantize.
+  qsam.set_mode(QuantMode::kSimulate);
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return stats;
+}
+
+QuantizationQuality measure_quality(QuantizedSam& qsam, size_t count, const SampleSource& source,
+                                    const CalibrationProgress& progress) {
+  torch::NoGradGuard no_grad;
+  sam::Predictor predictor(qsam.model());
+  predictor.set_decoder_chunk(0);
+  QuantizationQuality quality;
+  double emb_signal = 0, emb_noise = 0, mask_signal = 0, mask_noise = 0, agree = 0, pixels = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const CalibrationSample sample = source(i);
+    qsam.set_mode(QuantMode::kMeasure);
+    const sam::Prediction fp = run_sample(predictor, sample);
+    const at::Tensor fp_embedding = predictor.features().to(at::kDouble);
+    qsam.set_mode(QuantMode::kSimulate);
+    const sam::Prediction q = run_sample(predictor, sample);
+    const at::Tensor q_embedding = predictor.features().to(at::kDouble);
+    emb_signal += fp_embedding.pow(2).sum().item<double>();
+    emb_noise += (q_embedding - fp_embedding).pow(2).sum().item<double>();
+    const at::Tensor fp_logits = fp.low_res.to(at::kDouble), q_logits = q.low_res.to(at::kDouble);
+    mask_signal += fp_logits.pow(2).sum().item<double>();
+    mask_noise += (q_logits - fp_logits).pow(2).sum().item<double>();
+    agree += ((fp_logits > 0) == (q_logits > 0)).sum().item<double>();
+    pixels += double(fp_logits.numel());
+    report(progress, "measure", i + 1, count);
+  }
+  const auto db = [](double signal, double noise) {
+    return noise <= 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(signal / noise);
+  };
+  quality.embedding_sqnr_db = db(emb_signal, emb_noise);
+  quality.mask_logits_sqnr_db = db(mask_signal, mask_noise);
+  quality.mask_agreement = pixels > 0 ? agree / pixels : 1.0;
+  for (const auto& q : qsam.quantizers()) {
+    if (q->is_weight()) {
+      // A weight's "output" is the weight itself.
+      const at::Tensor* weight = qsam.model()->named_parameters(true).find(q->weight_key());
+      quality.quantizer_sqnr_db[q->name()] = weight ? sqnr_db(*weight, q->fake_quantize(*weight)) : 0.0;
+    } else {
+      quality.quantizer_sqnr_db[q->name()] = q->sqnr_db();
+    }
+  }
+  return quality;
+}
+
+}  // namespace ptq4sam::quant

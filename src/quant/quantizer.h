@@ -1,0 +1,108 @@
+#pragma once
+// A quantizer at one point of the model (sam::QuantPoint), as the seed's QuantizeBase
+// subclasses: it observes during calibration, fake-quantizes once calibrated, and can measure
+// its own error. Affine (per tensor or per channel) for inputs, weights, q/k/v; logarithmic
+// (AGQ) for softmax outputs.
+#include <memory>
+#include <string>
+
+#include "quant/fake_quant.h"
+#include "quant/observer.h"
+#include "sam/quant_point.h"
+
+namespace ptq4sam::quant {
+
+enum class QuantMode {
+  kOff,        // identity (FP32)
+  kCalibrate,  // observers on, quantization off
+  kSimulate,   // fake quantization on, observers off
+  kMeasure,    // identity, but accumulates the SQNR its quantization would have
+};
+
+class Quantizer : public sam::QuantPoint {
+ public:
+  Quantizer(std::string name, QuantRange range) : name_(std::move(name)), range_(range) {}
+  at::Tensor apply(const at::Tensor& x, const at::Tensor& value) override;
+  bool needs_whole_tensor() const override { return mode_ == QuantMode::kCalibrate; }
+
+  // Leaving kCalibrate settles the parameters from the observer.
+  void set_mode(QuantMode mode);
+  QuantMode mode() const { return mode_; }
+  const std::string& name() const { return name_; }
+  const QuantRange& range() const { return range_; }
+  bool is_weight() const;
+  // For a weight quantizer "<layer>.weight_fake_quant", the parameter it quantizes: "<layer>.weight".
+  std::string weight_key() const;
+  // Whether parameters exist (from calibration or set explicitly).
+  virtual bool ready() const = 0;
+  virtual at::Tensor fake_quantize(const at::Tensor& x) const = 0;
+
+  // Keeps a copy of the next tensor that passes (BIG looks at the first image's keys).
+  void capture_next() { capture_ = true; }
+  at::Tensor take_captured();
+
+  // 10 log10(sum x^2 / sum (Q(x) - x)^2) over everything seen in kMeasure; +inf when exact.
+  double sqnr_db() const;
+
+ protected:
+  virtual void observe(const at::Tensor& x, const at::Tensor& value) = 0;
+  virtual void settle() = 0;
+
+ private:
+  std::string name_;
+  QuantRange range_;
+  QuantMode mode_ = QuantMode::kOff;
+  bool capture_ = false;
+  at::Tensor captured_;
+  double signal_ = 0, noise_ = 0;
+};
+
+// Uniform affine quantization with an observer; ch_axis >= 0 for per-channel weights.
+class AffineQuantizer : public Quantizer {
+ public:
+  // `clamp_scale`: the seed's LSQ quantizers keep the scale >= float32 epsilon.
+  AffineQuantizer(std::string name, QuantRange range, int64_t ch_axis, std::unique_ptr<Observer> observer,
+                  bool clamp_scale);
+  bool ready() const override { return scale_.defined(); }
+  at::Tensor fake_quantize(const at::Tensor& x) const override;
+  // The integer codes of x in [quant_min, quant_max] (int32), as fake_quantize rounds them.
+  at::Tensor quantize_codes(const at::Tensor& x) const;
+  void set_params(const at::Tensor& scale, const at::Tensor& zero_point);
+  const at::Tensor& scale() const { return scale_; }            // float32, (1) or (channels)
+  const at::Tensor& zero_point() const { return zero_point_; }  // int32, same shape
+  int64_t ch_axis() const { return ch_axis_; }
+  // Replaces the observer (BIG's keys use the sign-aware MSE search whatever the config says).
+  void set_observer(std::unique_ptr<Observer> observer) { observer_ = std::move(observer); }
+
+ protected:
+  void observe(const at::Tensor& x, const at::Tensor& value) override;
+  void settle() override;
+
+ private:
+  int64_t ch_axis_;
+  std::unique_ptr<Observer> observer_;
+  bool clamp_scale_;
+  at::Tensor scale_, zero_point_;
+};
+
+// AGQ: s * 2^(-q / tau) for post-softmax attention; tau and s chosen by AgqObserver.
+class LogQuantizer : public Quantizer {
+ public:
+  LogQuantizer(std::string name, QuantRange range);
+  bool ready() const override { return tau_ > 0; }
+  at::Tensor fake_quantize(const at::Tensor& x) const override;
+  void set_params(double scale, double tau);
+  double scale() const { return scale_; }
+  double tau() const { return tau_; }
+  const AgqObserver& observer() const { return observer_; }
+
+ protected:
+  void observe(const at::Tensor& x, const at::Tensor& value) override;
+  void settle() override;
+
+ private:
+  AgqObserver observer_;
+  double scale_ = 0, tau_ = 0;
+};
+
+}  // namespace ptq4sam::quant
