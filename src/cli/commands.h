@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "coco/dataset.h"
+#include "quant/quantized_sam.h"
+#include "sam/sam.h"
 
 namespace ptq4sam::cli {
 
@@ -17,6 +19,15 @@ Runner add_segment_command(CLI::App& app);
 Runner add_coco_eval_command(CLI::App& app);
 Runner add_eval_command(CLI::App& app);
 Runner add_synth_coco_command(CLI::App& app);
+Runner add_quantize_command(CLI::App& app);
+
+// A model from an official checkpoint (.pth) or a quantized artifact (.safetensors), which
+// runs simulated with its quantizers (kept alive here).
+struct LoadedModel {
+  std::shared_ptr<sam::Sam> sam;
+  std::unique_ptr<quant::QuantizedSam> quantized;
+};
+LoadedModel load_model(const std::string& path);
 
 // The metrics.json schema: {"iou_type", "stats": [12], "AP", "AP50", ..., "ARl"}.
 nlohmann::json metrics_json(coco::IouType type, const std::array<double, 12>& stats);

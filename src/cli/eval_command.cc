@@ -63,6 +63,7 @@ int run_eval(const EvalOptions& o) {
   for (const auto* image : selection) already += journal.done(image->id);
   if (already > 0) std::fprintf(stderr, "resuming: %zu of %zu images already done\n", already, selection.size());
 
+  LoadedModel loaded;
   std::shared_ptr<sam::Sam> model;
   std::unique_ptr<sam::Predictor> predictor;
   const Progress progress("eval", selection.size());
@@ -71,7 +72,8 @@ int run_eval(const EvalOptions& o) {
   for (const auto* image : selection) {
     if (journal.done(image->id)) continue;
     if (!model) {
-      model = sam::load_sam(o.model);
+      loaded = load_model(o.model);
+      model = loaded.sam;
       predictor = std::make_unique<sam::Predictor>(model);
       std::fprintf(stderr, "model: %s\n", model->config.describe().c_str());
     }
@@ -125,7 +127,7 @@ Runner add_eval_command(CLI::App& app) {
       "      --prompts dino_val2017_bbox.json --out runs/vit_b --shard 0/4\n"
       "Killed runs resume from DIR/journal.jsonl when started again with the same arguments;\n"
       "combine shards with: ptq4sam coco-eval --annotations A --results runs/*/results_segm.json");
-  cmd->add_option("--model", o->model, "SAM checkpoint (.pth)")->required();
+  cmd->add_option("--model", o->model, "SAM checkpoint (.pth) or quantized artifact (.safetensors from 'ptq4sam quantize')")->required();
   cmd->add_option("--images", o->images, "Image folder (file_name of the annotations is relative to it)")->required();
   cmd->add_option("--annotations", o->annotations, "COCO ground truth (instances_*.json)")->required();
   cmd->add_option("--prompts", o->prompts, "Detections (COCO results JSON with bbox and score) or 'gt'")->required();

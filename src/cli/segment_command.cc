@@ -48,7 +48,8 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 int run_segment(const SegmentOptions& o) {
   init_runtime(o.threads);
   const auto t_load = std::chrono::steady_clock::now();
-  auto model = sam::load_sam(o.model);
+  const LoadedModel loaded = load_model(o.model);
+  const auto& model = loaded.sam;
   std::fprintf(stderr, "model: %s loaded in %.2f s\n", model->config.describe().c_str(), seconds_since(t_load));
   const at::Tensor image = io::read_image_rgb(o.image);
   const int64_t height = image.size(0), width = image.size(1);
@@ -128,7 +129,7 @@ Runner add_segment_command(CLI::App& app) {
       "  ptq4sam segment --model sam_vit_b_01ec64.pth --image dog.jpg \\\n"
       "      --point 400,290,1 --point 640,100,0 --multimask --out out/\n"
       "  writes out/mask_0.png.., out/overlay.png and out/result.json");
-  cmd->add_option("--model", options->model, "Official SAM checkpoint (.pth)")->required();
+  cmd->add_option("--model", options->model, "Official SAM checkpoint (.pth) or quantized artifact (.safetensors)")->required();
   cmd->add_option("--image", options->image, "Input image (JPEG, PNG, ...)")->required();
   cmd->add_option("--point", options->points, "Point prompt X,Y,LABEL in image pixels (1 fg, 0 bg); repeatable");
   cmd->add_option("--box", options->box, "Box prompt X0,Y0,X1,Y1 in image pixels");

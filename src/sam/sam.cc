@@ -151,6 +151,10 @@ at::Tensor Sam::postprocess_masks(const at::Tensor& masks, std::pair<int64_t, in
 
 std::shared_ptr<Sam> load_sam(const std::string& checkpoint_path) {
   io::StateDict state = io::load_checkpoint(checkpoint_path);
+  return make_sam(state);
+}
+
+std::shared_ptr<Sam> make_sam(io::StateDict& state) {
   const SamConfig config = infer_config(state);
   auto model = std::make_shared<Sam>(config);
   model->load_state_dict(state);

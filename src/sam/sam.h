@@ -52,5 +52,7 @@ class Sam : public torch::nn::Module {
 
 // Reads an official checkpoint and builds the model it describes.
 std::shared_ptr<Sam> load_sam(const std::string& checkpoint_path);
+// A model of the configuration the tensors' shapes imply, taking them from `state`.
+std::shared_ptr<Sam> make_sam(io::StateDict& state);
 
 }  // namespace ptq4sam::sam

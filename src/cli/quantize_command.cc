@@ -1,0 +1,213 @@
+// `ptq4sam quantize`: PTQ4SAM-S (calibration only) of an official checkpoint into a
+// self-contained quantized artifact, with an optional per-quantizer report.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "cli/commands.h"
+#include "cli/progress.h"
+#include "eval/prompts.h"
+#include "io/atomic_file.h"
+#include "io/image.h"
+#include "quant/artifact.h"
+#include "quant/calibrate.h"
+#include "util/error.h"
+
+namespace ptq4sam::cli {
+namespace {
+
+struct QuantizeOptions {
+  std::string model, config, calib_images, calib_annotations, calib_prompts, out, report;
+  int calib_count = 0;  // 0: the config's `calibrate`
+  bool quant_encoder = false;
+  int threads = 0;
+};
+
+// The calibration images in file order: the annotation file's images found in the folder,
+// sorted by file name, keeping those with at least one prompt box.
+struct CalibrationSet {
+  std::vector<const coco::Image*> images;
+  std::unordered_map<int64_t, std::vector<eval::BoxPrompt>> prompts;
+  size_t without_prompts = 0;
+};
+
+CalibrationSet select_calibration(const QuantizeOptions& o, const coco::Dataset& gt, size_t count) {
+  if (!std::filesystem::is_directory(o.calib_images)) throw Error(o.calib_images, "is not a directory");
+  std::vector<const coco::Image*> present;
+  for (const auto& image : gt.images)
+    if (std::filesystem::is_regular_file(o.calib_images + "/" + image.file_name)) present.push_back(&image);
+  std::sort(present.begin(), present.end(), [](const auto* a, const auto* b) { return a->file_name < b->file_name; });
+  CalibrationSet set;
+  set.prompts = eval::load_box_prompts(o.calib_prompts.empty() ? "gt" : o.calib_prompts, gt, {0.0, 100});
+  for (const auto* image : present) {
+    if (set.images.size() == count) break;
+    const auto it = set.prompts.find(image->id);
+    if (it == set.prompts.end() || it->second.empty()) {
+      ++set.without_prompts;
+      continue;
+    }
+    set.images.push_back(image);
+  }
+  if (present.empty())
+    throw Error(o.calib_images, "holds none of the " + std::to_string(gt.images.size()) + " images of " + o.calib_annotations);
+  if (set.images.size() < count)
+    throw Error(o.calib_images, "has " + std::to_string(set.images.size()) + " calibration images with prompts (" +
+                                    std::to_string(present.size()) + " images found, " + std::to_string(set.without_prompts) +
+                                    " without prompts), fewer than --calib-count " + std::to_string(count));
+  return set;
+}
+
+quant::CalibrationSample load_sample(const QuantizeOptions& o, const CalibrationSet& set, size_t index) {
+  const coco::Image& image = *set.images.at(index);
+  quant::CalibrationSample sample;
+  sample.name = image.file_name;
+  sample.image = io::read_image_rgb(o.calib_images + "/" + image.file_name);
+  for (const auto& b : set.prompts.at(image.id)) sample.boxes.push_back({b.x0, b.y0, b.x1, b.y1});
+  return sample;
+}
+
+// "mask_decoder.transformer.layers.0.self_attn.q_proj.weight_fake_quant" -> the block
+// "mask_decoder.transformer.layers.0" (encoder: "image_encoder.blocks.3").
+std::string block_of(const std::string& name) {
+  for (const std::string prefix : {"mask_decoder.transformer.layers.", "image_encoder.blocks."}) {
+    if (name.rfind(prefix, 0) == 0) {
+      const size_t dot = name.find('.', prefix.size());
+      return name.substr(0, dot);
+    }
+  }
+  const size_t dot = name.find('.', name.find('.', name.find('.') + 1) + 1);
+  return name.substr(0, dot);
+}
+
+nlohmann::json quantizer_json(const quant::Quantizer& q, double sqnr) {
+  nlohmann::json j = {{"name", q.name()}, {"bit", q.range().bit}, {"symmetric", q.range().symmetric}};
+  j["sqnr_db"] = std::isfinite(sqnr) ? nlohmann::json(sqnr) : nlohmann::json("inf");
+  if (const auto* affine = dynamic_cast<const quant::AffineQuantizer*>(&q)) {
+    j["kind"] = q.is_weight() ? "weight" : "activation";
+    j["ch_axis"] = affine->ch_axis();
+    if (affine->scale().numel() == 1) {
+      j["scale"] = affine->scale().item<double>();
+      j["zero_point"] = affine->zero_point().item<int64_t>();
+    } else {
+      j["scale_min"] = affine->scale().min().item<double>();
+      j["scale_max"] = affine->scale().max().item<double>();
+      j["channels"] = affine->scale().numel();
+    }
+  } else if (const auto* log = dynamic_cast<const quant::LogQuantizer*>(&q)) {
+    j["kind"] = "agq_softmax";
+    j["scale"] = log->scale();
+    j["tau"] = log->tau();
+    j["tau_errors"] = log->observer().tau_errors();
+  }
+  return j;
+}
+
+int run_quantize(const QuantizeOptions& o) {
+  init_runtime(o.threads);
+  const quant::QuantConfig config = quant::load_quant_config(o.config);
+  const size_t count = size_t(o.calib_count > 0 ? o.calib_count : config.calibrate);
+  const coco::Dataset gt = coco::load_annotations(o.calib_annotations);
+  const CalibrationSet set = select_calibration(o, gt, count);
+  if (set.without_prompts > 0) std::fprintf(stderr, "skipped %zu images without prompts\n", set.without_prompts);
+
+  auto model = sam::load_sam(o.model);
+  std::fprintf(stderr, "model: %s\n", model->config.describe().c_str());
+  quant::QuantizedSam qsam(model, config, o.quant_encoder);
+  std::fprintf(stderr, "W%dA%d, %zu quantizers%s, BIG %s, AGQ %s, %zu calibration images\n", config.w.bit, config.a.bit,
+               qsam.quantizers().size(), o.quant_encoder ? " (encoder included)" : " (decoder only)",
+               config.ptq4sam.big ? "on" : "off", config.ptq4sam.agq ? "on" : "off", count);
+
+  const auto source = [&](size_t i) { return load_sample(o, set, i); };
+  std::map<std::string, std::unique_ptr<Progress>> bars;
+  const auto progress = [&](const std::string& stage, size_t done, size_t total) {
+    auto& bar = bars[stage];
+    if (!bar) bar = std::make_unique<Progress>("calibrate: " + stage, total);
+    bar->update(done);
+    if (done == total) bar->finish();
+  };
+  const quant::CalibrationStats stats = quant::calibrate(qsam, count, source, progress);
+  for (const auto& site : qsam.big_sites())
+    std::fprintf(stderr, "BIG %s: %s (%d peaks)\n", site.name.c_str(), site.decision.bimodal ? "bimodal, folded" : "unimodal",
+                 site.decision.peaks);
+
+  quant::save_artifact(qsam, o.out);
+  std::error_code ec;
+  const auto out_bytes = std::filesystem::file_size(o.out, ec), in_bytes = std::filesystem::file_size(o.model, ec);
+
+  if (!o.report.empty()) {
+    const auto quality = quant::measure_quality(qsam, count, source, progress);
+    nlohmann::json report = {{"model", o.model},
+                             {"config", o.config},
+                             {"quant_encoder", o.quant_encoder},
+                             {"calibration_images", count},
+                             {"calibration_boxes", stats.boxes},
+                             {"calibration_seconds", stats.seconds},
+                             {"artifact_bytes", out_bytes},
+                             {"checkpoint_bytes", in_bytes}};
+    const auto finite = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json("inf"); };
+    report["embedding_sqnr_db"] = finite(quality.embedding_sqnr_db);
+    report["mask_logits_sqnr_db"] = finite(quality.mask_logits_sqnr_db);
+    report["mask_sign_agreement"] = quality.mask_agreement;
+    nlohmann::json big = nlohmann::json::object();
+    for (const auto& site : qsam.big_sites()) big[site.name] = {{"bimodal", site.decision.bimodal}, {"peaks", site.decision.peaks}};
+    report["big"] = big;
+    std::map<std::string, std::vector<double>> per_block;
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& q : qsam.quantizers()) {
+      const double sqnr = quality.quantizer_sqnr_db.at(q->name());
+      list.push_back(quantizer_json(*q, sqnr));
+      if (std::isfinite(sqnr)) per_block[block_of(q->name())].push_back(sqnr);
+    }
+    nlohmann::json blocks = nlohmann::json::object();
+    for (const auto& [block, values] : per_block) {
+      double sum = 0;
+      for (const double v : values) sum += v;
+      blocks[block] = {{"quantizers", values.size()},
+                       {"sqnr_db_mean", sum / double(values.size())},
+                       {"sqnr_db_min", *std::min_element(values.begin(), values.end())}};
+    }
+    report["blocks"] = blocks;
+    report["quantizers"] = list;
+    io::write_file_atomic(o.report, report.dump(2) + "\n");
+  }
+  std::fprintf(stderr, "wrote %s: %.2f MB (checkpoint %.2f MB, %.1fx smaller); calibration %.1f s for %zu images\n",
+               o.out.c_str(), double(out_bytes) / 1e6, double(in_bytes) / 1e6,
+               out_bytes > 0 ? double(in_bytes) / double(out_bytes) : 0.0, stats.seconds, count);
+  return 0;
+}
+
+}  // namespace
+
+Runner add_quantize_command(CLI::App& app) {
+  auto o = std::make_shared<QuantizeOptions>();
+  auto* cmd = app.add_subcommand("quantize", "Quantize SAM with PTQ4SAM (calibration: BIG, AGQ, observers)");
+  cmd->footer(
+      "Example:\n"
+      "  ptq4sam quantize --model sam_vit_b_01ec64.pth --config configs/w6a6.yaml \\\n"
+      "      --calib-images train2017 --calib-annotations instances_train2017.json \\\n"
+      "      --out sam_b_w6a6.safetensors --report report.json\n"
+      "The artifact runs with 'ptq4sam segment|eval --model sam_b_w6a6.safetensors'.");
+  cmd->add_option("--model", o->model, "Official SAM checkpoint (.pth)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--config", o->config, "Quantization config (YAML with the seed's keys, e.g. configs/w6a6.yaml)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--calib-images", o->calib_images, "Folder of calibration images")->required();
+  cmd->add_option("--calib-annotations", o->calib_annotations,
+                  "COCO annotations of the calibration images (image list and sizes; ground-truth boxes as prompts)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--calib-prompts", o->calib_prompts, "Detections (COCO results JSON) to use as box prompts instead of the ground truth")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--calib-count", o->calib_count, "Calibration images, first in file-name order (default: the config's 'calibrate', 32 in the paper)")
+      ->check(CLI::Range(1, 1000000));
+  cmd->add_flag("--quant-encoder", o->quant_encoder, "Quantize the image encoder too (the seed's --quant-encoder)");
+  cmd->add_option("--out", o->out, "Quantized artifact to write (.safetensors)")->required();
+  cmd->add_option("--report", o->report, "Write a JSON report: every quantizer's parameters and SQNR on the calibration data");
+  cmd->add_option("--threads", o->threads, "Threads (0 = all cores)");
+  return [o] { return run_quantize(*o); };
+}
+
+}  // namespace ptq4sam::cli

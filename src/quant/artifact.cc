@@ -1,0 +1,187 @@
+#include "quant/artifact.h"
+
+#include <nlohmann/json.hpp>
+
+#include <set>
+
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "util/error.h"
+
+namespace ptq4sam::quant {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kFormatName = "ptq4sam.quantized";
+
+// Names and shapes of every model tensor, in order: two artifacts for different models differ.
+std::string model_signature(const sam::Sam& model) {
+  std::string text;
+  for (const auto& [name, tensor] : model.state_tensors()) {
+    text += name + ":";
+    for (const int64_t d : tensor.sizes()) text += std::to_string(d) + ",";
+    text += ";";
+  }
+  return std::to_string(std::hash<std::string>{}(text));
+}
+
+// Weights as (out, rest): the channel axis of every quantized weight is 0.
+at::Tensor as_rows(const at::Tensor& w) { return w.reshape({w.size(0), -1}); }
+
+}  // namespace
+
+at::Tensor pack_int4(const at::Tensor& codes) {
+  at::Tensor c = codes.to(at::kByte);
+  const int64_t last = c.size(-1);
+  if (last % 2) c = at::constant_pad_nd(c, {0, 1});
+  const at::Tensor pairs = c.reshape({-1, 2});
+  const at::Tensor packed = pairs.select(1, 0).bitwise_or(pairs.select(1, 1).bitwise_left_shift(4));
+  std::vector<int64_t> shape = c.sizes().vec();
+  shape.back() /= 2;
+  return packed.reshape(shape);
+}
+
+at::Tensor unpack_int4(const at::Tensor& packed, int64_t last_dim) {
+  const at::Tensor low = packed.bitwise_and(0x0f), high = packed.bitwise_right_shift(4);
+  at::Tensor both = at::stack({low, high}, -1);
+  std::vector<int64_t> shape = packed.sizes().vec();
+  shape.back() *= 2;
+  return both.reshape(shape).narrow(-1, 0, last_dim);
+}
+
+bool is_artifact(const std::string& path) { return io::looks_like_safetensors(path); }
+
+void save_artifact(const QuantizedSam& qsam, const std::string& path) {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  const auto weight_keys = qsam.quantized_weight_keys();
+  const std::set<std::string> quantized(weight_keys.begin(), weight_keys.end());
+  json weights = json::object();
+  for (const auto& [name, tensor] : qsam.model()->state_tensors()) {
+    if (!quantized.count(name)) {
+      tensors.emplace_back(name, tensor.to(at::kFloat));
+      continue;
+    }
+    const auto q = std::static_pointer_cast<AffineQuantizer>(qsam.find(name + "_fake_quant"));
+    const int64_t offset = q->range().quant_min();
+    const at::Tensor codes = as_rows(q->quantize_codes(tensor) - offset);
+    const bool packed = q->range().bit <= 4;
+    tensors.emplace_back(name, packed ? pack_int4(codes) : codes.to(at::kByte));
+    weights[name] = {{"shape", tensor.sizes().vec()}, {"bit", q->range().bit}, {"packed", packed}};
+  }
+  json big = json::object();
+  for (const auto& site : qsam.big_sites()) {
+    big[site.name] = site.decision.bimodal;
+    if (site.decision.bimodal) tensors.emplace_back(site.name + ".big_sign", site.decision.sign.to(at::kFloat));
+  }
+  for (const auto& quantizer : qsam.quantizers()) {
+    if (!quantizer->ready()) throw Error(quantizer->name(), "is not calibrated; nothing to save");
+    if (const auto affine = std::dynamic_pointer_cast<AffineQuantizer>(quantizer)) {
+      tensors.emplace_back(quantizer->name() + ".scale", affine->scale());
+      tensors.emplace_back(quantizer->name() + ".zero_point", affine->zero_point());
+    } else if (const auto log = std::dynamic_pointer_cast<LogQuantizer>(quantizer)) {
+      tensors.emplace_back(quantizer->name() + ".scale", at::full({1}, log->scale(), at::kFloat));
+      tensors.emplace_back(quantizer->name() + ".tau", at::full({1}, log->tau(), at::kFloat));
+    }
+  }
+  const std::map<std::string, std::string> metadata = {
+      {"format", kFormatName},
+      {"format_version", std::to_string(kArtifactFormatVersion)},
+      {"tool_version", PTQ4SAM_VERSION},
+      {"config", qsam.config().source},
+      {"quant_encoder", qsam.quant_encoder() ? "true" : "false"},
+      {"quantized_weights", weights.dump()},
+      {"big", big.dump()},
+      {"model_signature", model_signature(*qsam.model())},
+  };
+  io::write_safetensors(path, tensors, metadata);
+}
+
+std::unique_ptr<QuantizedSam> load_artifact(const std::string& path) {
+  const io::SafetensorsFile file = io::read_safetensors(path);
+  const auto meta = [&](const std::string& key) {
+    const auto it = file.metadata.find(key);
+    if (it == file.metadata.end()) throw Error(path, "is not a ptq4sam artifact (metadata has no '" + key + "')");
+    return it->second;
+  };
+  if (meta("format") != kFormatName) throw Error(path, "is not a ptq4sam artifact (format '" + meta("format") + "')");
+  int version = 0;
+  try {
+    version = std::stoi(meta("format_version"));
+  } catch (const std::exception&) {
+    throw Error(path, "has an unreadable format_version");
+  }
+  if (version > kArtifactFormatVersion)
+    throw Error(path, "has format version " + std::to_string(version) + ", newer than this tool's " +
+                          std::to_string(kArtifactFormatVersion) + " (written by ptq4sam " + meta("tool_version") +
+                          "); upgrade ptq4sam");
+  json weights;
+  try {
+    weights = json::parse(meta("quantized_weights"));
+  } catch (const json::exception&) {
+    throw Error(path, "has corrupt quantized_weights metadata");
+  }
+  const QuantConfig config = parse_quant_config(meta("config"), path + " (embedded config)");
+  const bool quant_encoder = meta("quant_encoder") == "true";
+
+  io::StateDict state;
+  state.set_source(path);
+  const auto scale_of = [&](const std::string& name) -> const at::Tensor& {
+    const at::Tensor* t = file.find(name);
+    if (!t) throw Error(path, "has no tensor '" + name + "'");
+    return *t;
+  };
+  for (const auto& [name, tensor] : file.tensors) {
+    if (!weights.contains(name)) continue;
+    const auto& info = weights[name];
+    const std::vector<int64_t> shape = info.at("shape").get<std::vector<int64_t>>();
+    const int bit = info.at("bit").get<int>();
+    const QConfig& w = config.w;
+    const QuantRange range{bit, w.symmetric};
+    int64_t rest = 1;
+    for (size_t i = 1; i < shape.size(); ++i) rest *= shape[i];
+    at::Tensor codes = info.at("packed").get<bool>() ? unpack_int4(tensor, rest) : tensor;
+    if (codes.numel() != shape[0] * rest) throw Error(path, "weight '" + name + "' has the wrong number of codes");
+    const at::Tensor q = codes.to(at::kFloat).reshape({shape[0], rest}) + double(range.quant_min());
+    const at::Tensor& scale = scale_of(name + "_fake_quant.scale");
+    const at::Tensor zp = scale_of(name + "_fake_quant.zero_point").to(at::kFloat);
+    if (scale.numel() != shape[0] && scale.numel() != 1) throw Error(path, "weight '" + name + "' has misshapen scales");
+    const at::Tensor s = scale.numel() == 1 ? scale : scale.reshape({-1, 1});
+    const at::Tensor z = zp.numel() == 1 ? zp : zp.reshape({-1, 1});
+    state.insert(name, ((q - z) * s).reshape(shape));
+  }
+  std::set<std::string> quantizer_tensors;
+  for (const auto& [name, tensor] : file.tensors) {
+    if (weights.contains(name)) continue;
+    const bool is_param = name.find("_fake_quant") == std::string::npos && name.find("fake_quantize.") == std::string::npos &&
+                          name.find(".big_sign") == std::string::npos;
+    if (is_param) state.insert(name, tensor);
+  }
+  std::shared_ptr<sam::Sam> model;
+  try {
+    model = sam::make_sam(state);
+  } catch (const Error& e) {
+    throw Error(path, std::string("does not hold a whole SAM model: ") + e.what());
+  }
+  if (model_signature(*model) != meta("model_signature"))
+    throw Error(path, "was written for a different model (tensor names or shapes differ)");
+  auto qsam = std::make_unique<QuantizedSam>(model, config, quant_encoder);
+  for (const auto& quantizer : qsam->quantizers()) {
+    const std::string& name = quantizer->name();
+    if (const auto affine = std::dynamic_pointer_cast<AffineQuantizer>(quantizer)) {
+      affine->set_params(scale_of(name + ".scale"), scale_of(name + ".zero_point"));
+    } else if (const auto log = std::dynamic_pointer_cast<LogQuantizer>(quantizer)) {
+      log->set_params(scale_of(name + ".scale").item<double>(), scale_of(name + ".tau").item<double>());
+    }
+  }
+  json big = json::parse(meta("big"));
+  for (auto& site : qsam->big_sites()) {
+    site.decision.bimodal = big.value(site.name, false);
+    if (const at::Tensor* sign = file.find(site.name + ".big_sign")) site.decision.sign = *sign;
+  }
+  // Weights are stored dequantized-exact: quantizing them again would change nothing.
+  qsam->set_mode(QuantMode::kSimulate, QuantizedSam::Which::kActivations);
+  return qsam;
+}
+
+}  // namespace ptq4sam::quant
