@@ -128,10 +128,11 @@ QuantizationQuality measure_quality(QuantizedSam& qsam, size_t count, const Samp
   quality.embedding_sqnr_db = db(emb_signal, emb_noise);
   quality.mask_logits_sqnr_db = db(mask_signal, mask_noise);
   quality.mask_agreement = pixels > 0 ? agree / pixels : 1.0;
+  const auto named = qsam.model()->named_parameters(/*recurse=*/true);
   for (const auto& q : qsam.quantizers()) {
     if (q->is_weight()) {
       // A weight's "output" is the weight itself.
-      const at::Tensor* weight = qsam.model()->named_parameters(true).find(q->weight_key());
+      const at::Tensor* weight = named.find(q->weight_key());
       quality.quantizer_sqnr_db[q->name()] = weight ? sqnr_db(*weight, q->fake_quantize(*weight)) : 0.0;
     } else {
       quality.quantizer_sqnr_db[q->name()] = q->sqnr_db();

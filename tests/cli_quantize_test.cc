@@ -1,0 +1,90 @@
+// `ptq4sam quantize` end to end on a small random model and synthetic scenes, the artifact run
+// by `segment`, and the bad inputs it must refuse with one clear line.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "test_support.h"
+
+namespace ptq4sam {
+namespace {
+
+class QuantizeCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = std::make_unique<test::TempDir>();
+    test::write_small_model(file("model.pth"), 5);
+    const auto r = test::run_cli("synth-coco --images 2 --out " + file("synth"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    // Fast observers; BIG and AGQ are tested in quantize_test.
+    test::write_bytes(file("fast.yaml"),
+                      "a_qconfig: {quantizer: LSQFakeQuantize, observer: AvgMinMaxObserver, bit: 8, symmetric: False, ch_axis: -1}\n"
+                      "w_qconfig: {quantizer: FixedFakeQuantize, observer: MinMaxObserver, bit: 4, symmetric: False, ch_axis: 0}\n"
+                      "calibrate: 2\n"
+                      "ptq4sam: {BIG: False, AGQ: False}\n");
+  }
+  static void TearDownTestSuite() { dir_.reset(); }
+  static std::string file(const std::string& name) { return dir_->file(name); }
+  static std::string calib_args(const std::string& images) {
+    return "--model " + file("model.pth") + " --calib-images " + images + " --calib-annotations " +
+           file("synth/instances.json");
+  }
+  static void expect_error(const std::string& args, const std::string& expected) {
+    const test::CommandResult r = test::run_cli("quantize " + args);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("ptq4sam: error: "), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
+  }
+  static std::unique_ptr<test::TempDir> dir_;
+};
+std::unique_ptr<test::TempDir> QuantizeCli::dir_;
+
+TEST_F(QuantizeCli, QuantizesReportsAndTheArtifactSegments) {
+  const std::string out = file("w4a8.safetensors"), report = file("report.json");
+  const auto r = test::run_cli("quantize " + calib_args(file("synth/images")) + " --config " + file("fast.yaml") +
+                               " --calib-prompts " + file("synth/detections.json") + " --out " + out + " --report " + report);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(test::read_bytes(report));
+  EXPECT_EQ(j["calibration_images"], 2);
+  EXPECT_EQ(j["quantizers"].size(), 7u * 12u + 2u * 4u);
+  for (const auto& q : j["quantizers"]) {
+    ASSERT_TRUE(q.contains("sqnr_db")) << q.dump();
+    if (q["sqnr_db"].is_number()) EXPECT_GT(q["sqnr_db"].get<double>(), 0.0) << q.dump();
+  }
+  EXPECT_TRUE(j["blocks"].contains("mask_decoder.transformer.layers.0"));
+  EXPECT_LT(j["artifact_bytes"].get<double>(), j["checkpoint_bytes"].get<double>());
+
+  const auto seg = test::run_cli("segment --model " + out + " --image " + file("synth/images/synth_00001.png") +
+                                 " --box 10,10,60,60 --out " + file("seg"));
+  EXPECT_EQ(seg.exit_code, 0) << seg.output;
+  EXPECT_NE(seg.output.find("quantized artifact: W4A8"), std::string::npos) << seg.output;
+}
+
+TEST_F(QuantizeCli, EmptyCalibrationFolder) {
+  std::filesystem::create_directories(file("empty"));
+  expect_error(calib_args(file("empty")) + " --config " + file("fast.yaml") + " --out " + file("x.safetensors"),
+               "holds none of the 2 images");
+}
+
+TEST_F(QuantizeCli, FewerImagesThanCalibCount) {
+  expect_error(calib_args(file("synth/images")) + " --config " + file("fast.yaml") + " --calib-count 5 --out " +
+                   file("x.safetensors"),
+               "has 2 calibration images with prompts (2 images found, 0 without prompts), fewer than --calib-count 5");
+}
+
+TEST_F(QuantizeCli, ConfigWithAnUnknownKey) {
+  test::write_bytes(file("bad.yaml"), "a_qconfig: {bit: 4, colour: red}\n");
+  expect_error(calib_args(file("synth/images")) + " --config " + file("bad.yaml") + " --out " + file("x.safetensors"),
+               "bad.yaml: key 'a_qconfig.colour' is not a known key");
+}
+
+TEST_F(QuantizeCli, SegmentRefusesACorruptArtifact) {
+  test::write_bytes(file("corrupt.safetensors"), std::string("\x10\0\0\0\0\0\0\0{\"a\": 1}", 16));
+  const auto r = test::run_cli("segment --model " + file("corrupt.safetensors") + " --image " +
+                               file("synth/images/synth_00001.png") + " --box 10,10,60,60 --out " + file("seg2"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("corrupt.safetensors"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace ptq4sam
