@@ -72,6 +72,7 @@ CalibrationStats calibrate(QuantizedSam& qsam, size_t count, const SampleSource&
 
   // (2) Activation observers, once per image.
   qsam.set_mode(QuantMode::kCalibrate, QuantizedSam::Which::kActivations);
+  report(progress, "activations", 0, count);
   for (size_t i = 0; i < count; ++i) {
     const CalibrationSample sample = source(i);
     run_sample(predictor, sample);
@@ -105,6 +106,7 @@ QuantizationQuality measure_quality(QuantizedSam& qsam, size_t count, const Samp
   predictor.set_decoder_chunk(0);
   QuantizationQuality quality;
   double emb_signal = 0, emb_noise = 0, mask_signal = 0, mask_noise = 0, agree = 0, pixels = 0;
+  report(progress, "measure", 0, count);
   for (size_t i = 0; i < count; ++i) {
     const CalibrationSample sample = source(i);
     qsam.set_mode(QuantMode::kMeasure);

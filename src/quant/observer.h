@@ -90,10 +90,10 @@ class MseFastObserver : public Observer {
   void observe(const at::Tensor& x) override;
 
  private:
-  bool average_;
   double loss(const at::Tensor& x, double new_min, double new_max) const;
   double best_shift_loss(const at::Tensor& x, double range, double* best_shift) const;
   at::Tensor sign_;
+  bool average_;
   int64_t count_ = 0;
   enum class Side { kUnset, kPositive, kNegative, kBoth } side_ = Side::kUnset;
 };
