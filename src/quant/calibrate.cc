@@ -38,10 +38,7 @@ void fold_sign(sam::Linear& linear, const at::Tensor& sign) {
 
 double sqnr_db(const at::Tensor& reference, const at::Tensor& approx) {
   const at::Tensor ref = reference.to(at::kDouble);
-  const double signal = ref.pow(2).sum().item<double>();
-  const double noise = (approx.to(at::kDouble) - ref).pow(2).sum().item<double>();
-  if (noise <= 0) return std::numeric_limits<double>::infinity();
-  return 10.0 * std::log10(signal / noise);
+  return sqnr_db_of(ref.pow(2).sum().item<double>(), (approx.to(at::kDouble) - ref).pow(2).sum().item<double>());
 }
 
 CalibrationStats calibrate(QuantizedSam& qsam, size_t count, const SampleSource& source,
@@ -124,11 +121,8 @@ QuantizationQuality measure_quality(QuantizedSam& qsam, size_t count, const Samp
     pixels += double(fp_logits.numel());
     report(progress, "measure", i + 1, count);
   }
-  const auto db = [](double signal, double noise) {
-    return noise <= 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(signal / noise);
-  };
-  quality.embedding_sqnr_db = db(emb_signal, emb_noise);
-  quality.mask_logits_sqnr_db = db(mask_signal, mask_noise);
+  quality.embedding_sqnr_db = sqnr_db_of(emb_signal, emb_noise);
+  quality.mask_logits_sqnr_db = sqnr_db_of(mask_signal, mask_noise);
   quality.mask_agreement = pixels > 0 ? agree / pixels : 1.0;
   const auto named = qsam.model()->named_parameters(/*recurse=*/true);
   for (const auto& q : qsam.quantizers()) {

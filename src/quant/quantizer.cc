@@ -52,10 +52,11 @@ at::Tensor Quantizer::take_captured() {
   return t;
 }
 
-double Quantizer::sqnr_db() const {
-  if (noise_ <= 0) return std::numeric_limits<double>::infinity();
-  return 10.0 * std::log10(signal_ / noise_);
+double sqnr_db_of(double signal, double noise) {
+  return noise <= 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(signal / noise);
 }
+
+double Quantizer::sqnr_db() const { return sqnr_db_of(signal_, noise_); }
 
 AffineQuantizer::AffineQuantizer(std::string name, QuantRange range, int64_t ch_axis, std::unique_ptr<Observer> observer,
                                  bool clamp_scale)

@@ -12,6 +12,9 @@
 
 namespace ptq4sam::quant {
 
+// 10 log10(signal / noise) from energies; +inf when the noise is zero.
+double sqnr_db_of(double signal, double noise);
+
 enum class QuantMode {
   kOff,        // identity (FP32)
   kCalibrate,  // observers on, quantization off
