@@ -210,5 +210,59 @@ TEST(FakeQuant, LogQuantizerCodes) {
   EXPECT_TRUE(at::allclose(q, at::tensor({1.0f, 0.5f, 0.25f, 0.0f})));
 }
 
+// The fused bit-level log quantizer against the seed's expression (log2 by ATen) on many
+// magnitudes: codes may differ only where log2 rounds within an ulp of a rounding threshold.
+TEST(FakeQuant, FusedLogQuantizerMatchesTheSeedsExpression) {
+  at::manual_seed(3);
+  const at::Tensor a = at::softmax(at::randn({64, 4096}) * 3.0, -1);
+  for (const double tau : {1.0, 2.0, 4.0}) {
+    for (const int bit : {4, 8}) {
+      const quant::QuantRange range{bit, false};
+      const at::Tensor fused = quant::fake_log_quantize(a, 0.37, range, tau);
+      at::Tensor seed;
+      {
+        // requires_grad takes the seed's differentiable path.
+        const at::Tensor x = a.clone().requires_grad_();
+        seed = quant::fake_log_quantize(x, 0.37, range, tau).detach();
+      }
+      const double mismatched = (fused != seed).sum().item<double>() / double(a.numel());
+      EXPECT_LT(mismatched, 1e-5) << "tau " << tau << " bit " << bit;
+      EXPECT_GT(fused.count_nonzero().item<int64_t>(), 0);
+    }
+  }
+}
+
+// The seed's MSE grid written out candidate by candidate (ATen ops, as in observer.py) against
+// the fused search: the same ranges, or ranges whose losses tie within 1e-6.
+TEST(MseGridSearch, FusedSearchFindsTheSeedsGridMinimum) {
+  at::manual_seed(5);
+  at::Tensor w = at::randn({6, 96}) * 0.05;
+  w[1] = at::rand({96}) * 0.1;  // one-sided channel: the grid is widened to include 0
+  w[2] = at::zeros({96});       // degenerate channel
+  w[3][7] = 0.9;                // outlier
+  for (const int bit : {3, 4}) {
+    SCOPED_TRACE("bit " + std::to_string(bit));
+    const quant::QuantRange range{bit, false};
+    quant::MseObserver observer(range, 0);
+    observer.observe(w);
+    const int64_t qmin = range.quant_min(), qmax = range.quant_max();
+    const at::Tensor x_min = at::minimum(std::get<0>(w.min(1)), at::zeros({6}));
+    const at::Tensor x_max = at::maximum(std::get<0>(w.max(1)), at::zeros({6}));
+    const auto loss_of = [&](const at::Tensor& lo, const at::Tensor& hi) {
+      const auto [scale, zp] = quant::calculate_qparams(lo, hi, range);
+      const at::Tensor q = quant::fake_quantize_per_channel(w, scale, zp.to(at::kInt), 0, range);
+      return (q - w).abs().pow(2.4).mean(1);
+    };
+    at::Tensor best = at::full({6}, 1e10f);
+    for (int i = 1; i <= 100; ++i) {
+      const at::Tensor tmp_max = (x_max - x_min) / 100 * i;
+      const at::Tensor delta = tmp_max / double(qmax - qmin);
+      for (int64_t zp = qmin; zp <= qmax; ++zp) best = at::minimum(best, loss_of(-zp * delta, tmp_max - zp * delta));
+    }
+    const at::Tensor found = loss_of(observer.min_val(), observer.max_val());
+    EXPECT_TRUE(at::allclose(found, best, 1e-6, 1e-12)) << found << best;
+  }
+}
+
 }  // namespace
 }  // namespace ptq4sam

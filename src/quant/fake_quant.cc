@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace ptq4sam::quant {
@@ -38,34 +39,107 @@ at::Tensor fake_log_quantize_autograd(const at::Tensor& x, double scale, int64_t
   return out.masked_fill(beyond, 0.0);
 }
 
+// Codes of integer tau from the bits of max(x, 1e-20) / s, lane-wise (built for each vector
+// width; the loader picks the widest the CPU has). True when some ratio was zero, subnormal or
+// not finite: those codes are wrong and must be redone.
+__attribute__((target_clones("avx512f", "avx2", "default"))) bool log_codes(const float* in, int32_t* codes,
+                                                                           int64_t n, float scale,
+                                                                           const uint32_t* thresholds, int32_t tau,
+                                                                           int32_t top) {
+  int32_t any_special = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float ratio = std::max(in[i], 1e-20f) / scale;
+    uint32_t bits;
+    std::memcpy(&bits, &ratio, sizeof bits);
+    const int32_t exponent_field = int32_t(bits >> 23) & 0xff;
+    const uint32_t mantissa = bits & 0x7fffffu;
+    const int32_t above = int32_t(mantissa >= thresholds[0]) + int32_t(mantissa >= thresholds[1]) +
+                          int32_t(mantissa >= thresholds[2]) + int32_t(mantissa >= thresholds[3]);
+    codes[i] = std::min(std::max(tau * (127 - exponent_field) - above, 0), top);
+    any_special |= int32_t(exponent_field == 0) | int32_t(exponent_field == 0xff);
+  }
+  return any_special != 0;
+}
+
 }  // namespace
+
+LogQuantTable::LogQuantTable(double scale, const QuantRange& range, double tau)
+    : scale_(float(scale)),
+      tau_(float(tau)),
+      levels_(range.quant_max() - range.quant_min() + 1),
+      integer_tau_(tau >= 1.0 && tau <= 64.0 && std::floor(tau) == tau) {
+  // The levels by the seed's own expression, scale * 2 ** (-q / tau).
+  const at::Tensor values = scale * at::pow(2.0, -1 * at::arange(levels_, at::kFloat) / tau);
+  values_.assign(values.data_ptr<float>(), values.data_ptr<float>() + levels_);
+  values_.push_back(0.0f);  // codes at or past 2^b
+  if (!integer_tau_) return;
+  for (int j = 0; j < int(tau); ++j) {
+    // The least float mantissa above the irrational 2^((j + 0.5) / tau).
+    const double threshold = std::exp2((j + 0.5) / tau);
+    float f = float(threshold);
+    if (double(f) < threshold) f = std::nextafter(f, 2.0f);
+    uint32_t bits = 0;
+    std::memcpy(&bits, &f, sizeof bits);
+    mantissa_thresholds_.push_back(bits & 0x7fffffu);
+  }
+}
+
+int64_t LogQuantTable::code_of(float x) const {
+  const float ratio = std::max(x, 1e-20f) / scale_;
+  uint32_t bits = 0;
+  std::memcpy(&bits, &ratio, sizeof bits);
+  const int exponent_field = int(bits >> 23) & 0xff;
+  if (!integer_tau_ || exponent_field == 0 || exponent_field == 0xff) {
+    const float code = std::nearbyint((-1.0f * std::log2(ratio)) * tau_);
+    return std::isnan(code) ? levels_ : int64_t(std::max(code, -1.0f));
+  }
+  const uint32_t mantissa = bits & 0x7fffffu;
+  int64_t above = 0;
+  for (const uint32_t t : mantissa_thresholds_) above += mantissa >= t;
+  return -int64_t(tau_) * (exponent_field - 127) - above;
+}
+
+void LogQuantTable::apply(const float* in, float* out, int64_t n) const {
+  const auto value_of = [&](int64_t code) { return values_[size_t(std::min(std::max<int64_t>(code, 0), levels_))]; };
+  if (!integer_tau_) {
+    for (int64_t i = 0; i < n; ++i) out[i] = value_of(code_of(in[i]));
+    return;
+  }
+  uint32_t thresholds[4];
+  for (size_t j = 0; j < 4; ++j) thresholds[j] = j < mantissa_thresholds_.size() ? mantissa_thresholds_[j] : 0x800000u;
+  const int32_t tau = int32_t(tau_), top = int32_t(levels_);
+  bool any_special = false;
+  constexpr int64_t kBlock = 1024;
+  int32_t codes[kBlock];
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t count = std::min(kBlock, n - start);
+    any_special |= log_codes(in + start, codes, count, scale_, thresholds, tau, top);
+    const float* table = values_.data();
+    float* dst = out + start;
+    for (int64_t i = 0; i < count; ++i) dst[i] = table[codes[i]];
+  }
+  if (!any_special) return;
+  for (int64_t i = 0; i < n; ++i) {
+    const float ratio = std::max(in[i], 1e-20f) / scale_;
+    uint32_t bits;
+    std::memcpy(&bits, &ratio, sizeof bits);
+    const int32_t exponent_field = int32_t(bits >> 23) & 0xff;
+    if (exponent_field == 0 || exponent_field == 0xff) out[i] = value_of(code_of(in[i]));
+  }
+}
 
 at::Tensor fake_log_quantize(const at::Tensor& x, double scale, const QuantRange& range, double tau) {
   const int64_t levels = range.quant_max() - range.quant_min() + 1;
   if ((at::GradMode::is_enabled() && x.requires_grad()) || x.scalar_type() != at::kFloat)
     return fake_log_quantize_autograd(x, scale, levels, tau);
-  // The same float32 operations in one pass per chunk (AGQ's search runs this dozens of times
-  // on every attention matrix): log2(x / s) by ATen, then code, clamp and a table of the
-  // levels, the table computed by the seed's own expression scale * 2 ** (-q / tau).
-  const at::Tensor table_t = scale * at::pow(2.0, -1 * at::arange(levels, at::kFloat) / tau);
-  const std::vector<float> table(table_t.data_ptr<float>(), table_t.data_ptr<float>() + levels);
+  // AGQ's search runs this dozens of times on every attention map: one pass, no temporaries.
+  const LogQuantTable table(scale, range, tau);
   const at::Tensor input = x.contiguous();
   at::Tensor out = at::empty_like(input);
   const float* in = input.data_ptr<float>();
   float* dst = out.data_ptr<float>();
-  const float tau_f = float(tau), top = float(levels);
-  constexpr int64_t kChunk = 1 << 16;
-  at::parallel_for(0, input.numel(), kChunk, [&](int64_t begin, int64_t end) {
-    for (int64_t c0 = begin; c0 < end; c0 += kChunk) {
-      const int64_t n = std::min(kChunk, end - c0);
-      const at::Tensor logs = at::log2(at::clamp_min(input.view({-1}).narrow(0, c0, n), 1e-20).div_(scale));
-      const float* l = logs.data_ptr<float>();
-      for (int64_t i = 0; i < n; ++i) {
-        const float code = std::nearbyint((-1.0f * l[i]) * tau_f);
-        dst[c0 + i] = code >= top ? 0.0f : table[size_t(std::min(std::max(code, 0.0f), top - 1.0f))];
-      }
-    }
-  });
+  at::parallel_for(0, input.numel(), 1 << 16,
+                   [&](int64_t begin, int64_t end) { table.apply(in + begin, dst + begin, end - begin); });
   return out;
 }
 

@@ -5,6 +5,9 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <vector>
+
+#include <cstdint>
 
 namespace ptq4sam::quant {
 
@@ -31,5 +34,24 @@ at::Tensor fake_quantize_per_channel(const at::Tensor& x, const at::Tensor& scal
 // AGQ's log quantizer: s * 2^(-q / tau), q = clamp(round(-tau * log2(x / s)), 0, 2^b - 1), and
 // values whose code would reach 2^b set to 0 (x is clamped to >= 1e-20 first).
 at::Tensor fake_log_quantize(const at::Tensor& x, double scale, const QuantRange& range, double tau);
+
+// The log quantizer of one (scale, tau) on raw float32 spans. For integer tau the code comes from
+// the exponent and mantissa bits of x / s (round(tau * log2 m) counts the thresholds
+// 2^((j + 0.5) / tau) below the mantissa m), which equals rounding the exact logarithm; other
+// taus use log2.
+class LogQuantTable {
+ public:
+  LogQuantTable(double scale, const QuantRange& range, double tau);
+  void apply(const float* in, float* out, int64_t n) const;
+
+ private:
+  int64_t code_of(float x) const;
+  float scale_;
+  float tau_;
+  int64_t levels_;
+  bool integer_tau_;
+  std::vector<float> values_;  // scale * 2^(-q / tau) for each code q, then 0 past the last
+  std::vector<uint32_t> mantissa_thresholds_;  // per integer tau: the mantissas of 2^((j + 0.5) / tau)
+};
 
 }  // namespace ptq4sam::quant

@@ -1,6 +1,7 @@
 #include "quant/observer.h"
 
 #include "quant/brent.h"
+#include "quant/observer_search.h"
 
 #include <algorithm>
 #include <cmath>
@@ -106,24 +107,8 @@ std::pair<at::Tensor, at::Tensor> MseObserver::search_2d(const at::Tensor& x) co
     x_max = at::max(x_max, at::zeros_like(x_max));
     x_min = at::min(x_min, at::zeros_like(x_min));
   }
-  const at::Tensor xrange = x_max - x_min;
-  at::Tensor best_score = at::zeros_like(x_min) + 1e10;
-  at::Tensor best_min = x_min.clone(), best_max = x_max.clone();
-  const int64_t qmin = range_.quant_min(), qmax = range_.quant_max();
-  for (int i = 1; i <= kCandidates; ++i) {
-    const at::Tensor tmp_min = at::zeros_like(x_min);
-    const at::Tensor tmp_max = xrange / kCandidates * i;
-    const at::Tensor tmp_delta = (tmp_max - tmp_min) / double(qmax - qmin);
-    for (int64_t zp = qmin; zp <= qmax; ++zp) {
-      const at::Tensor new_min = tmp_min - zp * tmp_delta;
-      const at::Tensor new_max = tmp_max - zp * tmp_delta;
-      const at::Tensor score = loss(x, new_min, new_max);
-      best_min = at::where(score < best_score, new_min, best_min);
-      best_max = at::where(score < best_score, new_max, best_max);
-      best_score = at::min(best_score, score);
-    }
-  }
-  return {best_min, best_max};
+  const at::Tensor rows = ch_axis_ == -1 ? x.reshape({1, -1}) : per_channel(x);
+  return mse_grid_search_2d(rows, x_min, x_max, range_);
 }
 
 void MseObserver::observe(const at::Tensor& x_in) {
@@ -160,13 +145,7 @@ double MseFastObserver::loss(const at::Tensor& x, double new_min, double new_max
   // so the qparams are float64; the quantization runs in x's type.
   const at::Tensor lo = at::full({}, new_min, at::kDouble), hi = at::full({}, new_max, at::kDouble);
   const auto [scale, zero_point] = calculate_qparams(lo, hi, range_);
-  at::Tensor x_q = fake_quantize(x, scale, zero_point.round(), range_);
-  at::Tensor ref = x;
-  if (sign_.defined()) {
-    x_q = x_q * sign_;
-    ref = x * sign_;
-  }
-  return (x_q - ref).abs().pow(kLossPower).mean().item<double>();
+  return affine_loss(x, scale.item<double>(), zero_point.round().item<double>(), range_);
 }
 
 double MseFastObserver::best_shift_loss(const at::Tensor& x, double range, double* best_shift) const {
@@ -223,8 +202,7 @@ void AgqObserver::observe(const at::Tensor& attn_in, const at::Tensor& value) {
     const BoundedMinimum m = minimize_bounded(
         [&](double r) {
           const double s = double(float(r));  // torch.tensor(new_max).item()
-          const at::Tensor q = fake_log_quantize(attn, s, range_, tau);
-          return (at::matmul(q, v) - reference).abs().pow(kLossPower).mean().item<double>();
+          return agq_loss(attn, v, reference, s, range_, tau);
         },
         std::min(0.1, 0.01 * xrange), xrange, /*float32_losses=*/true);
     scales.push_back(double(float(m.x)));

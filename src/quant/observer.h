@@ -80,19 +80,17 @@ class MseObserver : public Observer {
 
 // The seed's AvgMSEFastObserver (per tensor): per batch, a bounded Brent search of the range
 // (then, for two-sided data, of the shift of the grid) minimising mean |Q(x) - x|^2.4; the
-// best min and max averaged over batches. With `sign`, the error is measured on x * sign
-// (last axis), as the seed's sign-aware observer of BIG keys.
+// best min and max averaged over batches. The seed's sign-aware variant for BIG keys is the same
+// search: it multiplies both Q(x) and x by a sign, which leaves |Q(x) - x| unchanged.
 class MseFastObserver : public Observer {
  public:
   // `average` false: the seed's MSEFastObserver, the running min/max of the best ranges.
-  explicit MseFastObserver(QuantRange range, at::Tensor sign = at::Tensor(), bool average = true)
-      : Observer(range, -1), sign_(std::move(sign)), average_(average) {}
+  explicit MseFastObserver(QuantRange range, bool average = true) : Observer(range, -1), average_(average) {}
   void observe(const at::Tensor& x) override;
 
  private:
   double loss(const at::Tensor& x, double new_min, double new_max) const;
   double best_shift_loss(const at::Tensor& x, double range, double* best_shift) const;
-  at::Tensor sign_;
   bool average_;
   int64_t count_ = 0;
   enum class Side { kUnset, kPositive, kNegative, kBoth } side_ = Side::kUnset;

@@ -168,7 +168,7 @@ std::unique_ptr<Observer> make_observer(const QConfig& config) {
   if (name == "AvgMinMaxObserver") return std::make_unique<AvgMinMaxObserver>(range);
   if (name == "MSEObserver") return std::make_unique<MseObserver>(range, axis, false);
   if (name == "AvgMSEObserver") return std::make_unique<MseObserver>(range, axis, true);
-  if (name == "MSEFastObserver") return std::make_unique<MseFastObserver>(range, at::Tensor(), false);
+  if (name == "MSEFastObserver") return std::make_unique<MseFastObserver>(range, false);
   if (name == "AvgMSEFastObserver" || name == "SignAvgMSEFastObserver") return std::make_unique<MseFastObserver>(range);
   if (name == "PCTObserver") return std::make_unique<PercentileObserver>(range);
   throw Error("config", "unknown observer '" + name + "'");
