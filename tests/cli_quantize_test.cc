@@ -2,6 +2,8 @@
 // by `segment`, and the bad inputs it must refuse with one clear line.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "test_support.h"
@@ -58,6 +60,20 @@ TEST_F(QuantizeCli, QuantizesReportsAndTheArtifactSegments) {
                                  " --box 10,10,60,60 --out " + file("seg"));
   EXPECT_EQ(seg.exit_code, 0) << seg.output;
   EXPECT_NE(seg.output.find("quantized artifact: W4A8"), std::string::npos) << seg.output;
+}
+
+// Detections alone: the images are the folder's files, numbered by their names.
+TEST_F(QuantizeCli, DetectionsAloneNameTheImages) {
+  const std::string out = file("prompts_only.safetensors");
+  const auto r = test::run_cli("quantize --model " + file("model.pth") + " --calib-images " + file("synth/images") +
+                               " --calib-prompts " + file("synth/detections.json") + " --config " + file("fast.yaml") +
+                               " --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("2 calibration images"), std::string::npos) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(out));
+  expect_error("--model " + file("model.pth") + " --calib-images " + file("synth/images") + " --config " +
+                   file("fast.yaml") + " --out " + file("none.safetensors"),
+               "needs --calib-annotations");
 }
 
 TEST_F(QuantizeCli, EmptyCalibrationFolder) {

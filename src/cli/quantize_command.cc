@@ -5,7 +5,9 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <set>
 
 #include "cli/commands.h"
 #include "cli/progress.h"
@@ -34,11 +36,75 @@ struct CalibrationSet {
   size_t without_prompts = 0;
 };
 
+// The image id a file name carries in its last digits, as COCO's 000000397133.jpg (397133) or
+// synth-coco's synth_00002.png (2); -1 without digits.
+int64_t image_id_of(const std::filesystem::path& file) {
+  const std::string stem = file.stem().string();
+  size_t first = stem.size();
+  while (first > 0 && stem[first - 1] >= '0' && stem[first - 1] <= '9') --first;
+  const std::string digits = stem.substr(first);
+  if (digits.empty()) return -1;
+  return std::stoll(digits.substr(digits.size() > 18 ? digits.size() - 18 : 0));
+}
+
+// Without annotations, the images are the folder's numbered files and the detections name
+// the categories. Sizes are read from the first `count` images that have detections (the ones
+// calibrated on); the others are never prompted, so their size is left unbounded.
+coco::Dataset dataset_from_detections(const QuantizeOptions& o, size_t count) {
+  std::ifstream in(o.calib_prompts, std::ios::binary);
+  if (!in) throw Error(o.calib_prompts, "cannot open file");
+  nlohmann::json root;
+  try {
+    root = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(o.calib_prompts, "malformed JSON at byte " + std::to_string(e.byte));
+  }
+  if (!root.is_array()) throw Error(o.calib_prompts, "detections must be a JSON list (COCO results format)");
+  std::set<int64_t> detected, categories;
+  for (const auto& d : root) {
+    if (!d.is_object() || !d.contains("image_id") || !d["image_id"].is_number_integer() || !d.contains("category_id") ||
+        !d["category_id"].is_number_integer())
+      throw Error(o.calib_prompts, "every detection needs integer image_id and category_id");
+    detected.insert(d["image_id"].get<int64_t>());
+    categories.insert(d["category_id"].get<int64_t>());
+  }
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(o.calib_images))
+    if (entry.is_regular_file() && image_id_of(entry.path()) >= 0) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  coco::Dataset d;
+  size_t sized = 0;
+  for (const auto& file : files) {
+    coco::Image image;
+    image.id = image_id_of(file);
+    image.file_name = file.filename().string();
+    image.width = image.height = int64_t(1) << 40;
+    if (detected.count(image.id) && sized < count) {
+      const at::Tensor pixels = io::read_image_rgb(file.string());
+      image.height = pixels.size(0);
+      image.width = pixels.size(1);
+      ++sized;
+    }
+    d.image_index[image.id] = d.images.size();
+    d.images.push_back(image);
+  }
+  for (const int64_t id : detected)
+    if (!d.image_index.count(id)) {
+      d.image_index[id] = d.images.size();
+      d.images.push_back({id, int64_t(1) << 40, int64_t(1) << 40, ""});  // detected, not in the folder
+    }
+  for (const int64_t id : categories) {
+    d.category_index[id] = d.categories.size();
+    d.categories.push_back({id, std::to_string(id)});
+  }
+  return d;
+}
+
 CalibrationSet select_calibration(const QuantizeOptions& o, const coco::Dataset& gt, size_t count) {
-  if (!std::filesystem::is_directory(o.calib_images)) throw Error(o.calib_images, "is not a directory");
   std::vector<const coco::Image*> present;
   for (const auto& image : gt.images)
-    if (std::filesystem::is_regular_file(o.calib_images + "/" + image.file_name)) present.push_back(&image);
+    if (!image.file_name.empty() && std::filesystem::is_regular_file(o.calib_images + "/" + image.file_name))
+      present.push_back(&image);
   std::sort(present.begin(), present.end(), [](const auto* a, const auto* b) { return a->file_name < b->file_name; });
   CalibrationSet set;
   set.prompts = eval::load_box_prompts(o.calib_prompts.empty() ? "gt" : o.calib_prompts, gt, {0.0, 100});
@@ -52,7 +118,9 @@ CalibrationSet select_calibration(const QuantizeOptions& o, const coco::Dataset&
     set.images.push_back(image);
   }
   if (present.empty())
-    throw Error(o.calib_images, "holds none of the " + std::to_string(gt.images.size()) + " images of " + o.calib_annotations);
+    throw Error(o.calib_images, o.calib_annotations.empty()
+                                    ? std::string("holds no numbered images (e.g. COCO's 000000397133.jpg)")
+                                    : "holds none of the " + std::to_string(gt.images.size()) + " images of " + o.calib_annotations);
   if (set.images.size() < count)
     throw Error(o.calib_images, "has " + std::to_string(set.images.size()) + " calibration images with prompts (" +
                                     std::to_string(present.size()) + " images found, " + std::to_string(set.without_prompts) +
@@ -109,7 +177,11 @@ int run_quantize(const QuantizeOptions& o) {
   init_runtime(o.threads);
   const quant::QuantConfig config = quant::load_quant_config(o.config);
   const size_t count = size_t(o.calib_count > 0 ? o.calib_count : config.calibrate);
-  const coco::Dataset gt = coco::load_annotations(o.calib_annotations);
+  if (!std::filesystem::is_directory(o.calib_images)) throw Error(o.calib_images, "is not a directory");
+  if (o.calib_annotations.empty() && o.calib_prompts.empty())
+    throw Error("quantize", "needs --calib-annotations (ground-truth boxes) or --calib-prompts (detections)");
+  const coco::Dataset gt =
+      o.calib_annotations.empty() ? dataset_from_detections(o, count) : coco::load_annotations(o.calib_annotations);
   const CalibrationSet set = select_calibration(o, gt, count);
   if (set.without_prompts > 0) std::fprintf(stderr, "skipped %zu images without prompts\n", set.without_prompts);
 
@@ -124,7 +196,7 @@ int run_quantize(const QuantizeOptions& o) {
   std::map<std::string, std::unique_ptr<Progress>> bars;
   const auto progress = [&](const std::string& stage, size_t done, size_t total) {
     auto& bar = bars[stage];
-    if (!bar) bar = std::make_unique<Progress>("calibrate: " + stage, total);
+    if (!bar) bar = std::make_unique<Progress>("calibrate: " + stage, total, stage == "weights" ? "layer" : "img");
     bar->update(done);
     if (done == total) bar->finish();
   };
@@ -197,9 +269,10 @@ Runner add_quantize_command(CLI::App& app) {
   cmd->add_option("--calib-images", o->calib_images, "Folder of calibration images")->required();
   cmd->add_option("--calib-annotations", o->calib_annotations,
                   "COCO annotations of the calibration images (image list and sizes; ground-truth boxes as prompts)")
-      ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--calib-prompts", o->calib_prompts, "Detections (COCO results JSON) to use as box prompts instead of the ground truth")
+  cmd->add_option("--calib-prompts", o->calib_prompts,
+                  "Detections (COCO results JSON) as box prompts instead of the ground truth; alone, the images "
+                  "are the folder's files, numbered by the digits ending their names (COCO's 000000397133.jpg is image 397133)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--calib-count", o->calib_count, "Calibration images, first in file-name order (default: the config's 'calibrate', 32 in the paper)")
       ->check(CLI::Range(1, 1000000));

@@ -52,6 +52,7 @@ CalibrationStats calibrate(QuantizedSam& qsam, size_t count, const SampleSource&
 
   // (1) BIG: the first sample with every quantizer off; keys captured as the decoder sees them.
   if (qsam.config().ptq4sam.big && !qsam.big_sites().empty()) {
+    report(progress, "big", 0, 1);
     qsam.set_mode(QuantMode::kOff);
     for (auto& site : qsam.big_sites()) site.keys->capture_next();
     run_sample(predictor, source(0));
@@ -81,14 +82,18 @@ CalibrationStats calibrate(QuantizedSam& qsam, size_t count, const SampleSource&
   // (3) Weight observers once, on the weights as they now are (BIG folded).
   qsam.set_mode(QuantMode::kCalibrate, QuantizedSam::Which::kWeights);
   const auto named = qsam.model()->named_parameters(/*recurse=*/true);
-  for (const auto& q : qsam.quantizers()) {
-    if (!q->is_weight()) continue;
-    const std::string key = q->weight_key();
+  std::vector<Quantizer*> weight_quantizers;
+  for (const auto& q : qsam.quantizers())
+    if (q->is_weight()) weight_quantizers.push_back(q.get());
+  report(progress, "weights", 0, weight_quantizers.size());
+  for (size_t i = 0; i < weight_quantizers.size(); ++i) {
+    Quantizer& q = *weight_quantizers[i];
+    const std::string key = q.weight_key();
     const at::Tensor* weight = named.find(key);
-    if (!weight) throw Error(q->name(), "has no weight '" + key + "' in the model");
-    q->apply(*weight, at::Tensor());
+    if (!weight) throw Error(q.name(), "has no weight '" + key + "' in the model");
+    q.apply(*weight, at::Tensor());
+    report(progress, "weights", i + 1, weight_quantizers.size());
   }
-  report(progress, "weights", 1, 1);
 
   // (4) Quantize.
   qsam.set_mode(QuantMode::kSimulate);
