@@ -1,0 +1,52 @@
+// The integer linear layer against the fake-quantized float layer it stands for.
+#include <gtest/gtest.h>
+
+#include "kernels/quantized_linear.h"
+#include "quant/fake_quant.h"
+
+namespace ptq4sam {
+namespace {
+
+struct Case {
+  int weight_bits;
+  bool weight_symmetric;
+  int act_bits;
+  bool act_symmetric;
+};
+
+TEST(QuantizedLinear, MatchesTheFakeQuantizedLayer) {
+  at::manual_seed(11);
+  for (const Case c : {Case{8, false, 8, false}, Case{6, false, 6, false}, Case{4, false, 4, false},
+                       Case{8, true, 8, true}, Case{4, false, 8, true}}) {
+    SCOPED_TRACE("W" + std::to_string(c.weight_bits) + "A" + std::to_string(c.act_bits));
+    const int64_t m = 53, k = 96, n = 40;
+    const quant::QuantRange wr{c.weight_bits, c.weight_symmetric}, ar{c.act_bits, c.act_symmetric};
+    const at::Tensor codes = at::randint(wr.quant_min(), wr.quant_max() + 1, {n, k}, at::kLong);
+    const at::Tensor w_scale = at::rand({n}) * 0.01 + 0.001;
+    const at::Tensor w_zp = c.weight_symmetric ? at::zeros({n}, at::kLong)
+                                               : at::randint(wr.quant_min(), wr.quant_max() + 1, {n}, at::kLong);
+    const at::Tensor bias = at::randn({n});
+    const at::Tensor weight = (codes - w_zp.unsqueeze(1)).to(at::kFloat) * w_scale.unsqueeze(1);
+
+    const at::Tensor x = at::randn({m, k}) * 2.0 + 0.5;
+    const float a_scale = 6.0f / float(ar.quant_max() - ar.quant_min());
+    const int32_t a_zp = c.act_symmetric ? 0 : int32_t(ar.quant_max() / 3);
+    const at::Tensor x_fq = quant::fake_quantize(x, at::full({}, a_scale), at::full({}, a_zp, at::kInt), ar);
+    const at::Tensor expected = at::linear(x_fq, weight, bias);
+
+    const kernels::QuantizedWeight qw = kernels::make_quantized_weight(codes, w_scale, w_zp, c.weight_bits, c.weight_symmetric, bias);
+    const kernels::ActivationQuantization aq{a_scale, a_zp, int32_t(ar.quant_min()), int32_t(ar.quant_max())};
+    const at::Tensor got = kernels::quantized_linear(x.view({1, m, k}), aq, qw);
+    ASSERT_EQ(got.sizes(), (std::vector<int64_t>{1, m, n}));
+    const double tolerance = 1e-5 * expected.abs().max().item<double>();
+    EXPECT_LT((got.view({m, n}) - expected).abs().max().item<double>(), tolerance);
+  }
+}
+
+TEST(QuantizedLinear, RefusesCodesOffTheGrid) {
+  const at::Tensor codes = at::full({2, 4}, 16, at::kLong);
+  EXPECT_THROW(kernels::make_quantized_weight(codes, at::ones({2}), at::zeros({2}), 4, false, at::Tensor()), std::exception);
+}
+
+}  // namespace
+}  // namespace ptq4sam
