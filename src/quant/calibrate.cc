@@ -37,8 +37,9 @@ void fold_sign(sam::Linear& linear, const at::Tensor& sign) {
 }  // namespace
 
 double sqnr_db(const at::Tensor& reference, const at::Tensor& approx) {
-  const at::Tensor ref = reference.to(at::kDouble);
-  return sqnr_db_of(ref.pow(2).sum().item<double>(), (approx.to(at::kDouble) - ref).pow(2).sum().item<double>());
+  Energies energies;
+  energies.add(reference, approx);
+  return energies.sqnr_db();
 }
 
 CalibrationStats calibrate(QuantizedSam& qsam, size_t count, const SampleSource& source,
@@ -107,27 +108,25 @@ QuantizationQuality measure_quality(QuantizedSam& qsam, size_t count, const Samp
   sam::Predictor predictor(qsam.model());
   predictor.set_decoder_chunk(0);
   QuantizationQuality quality;
-  double emb_signal = 0, emb_noise = 0, mask_signal = 0, mask_noise = 0, agree = 0, pixels = 0;
+  Energies embedding, mask_logits;
+  double agree = 0, pixels = 0;
   report(progress, "measure", 0, count);
   for (size_t i = 0; i < count; ++i) {
     const CalibrationSample sample = source(i);
     qsam.set_mode(QuantMode::kMeasure);
     const sam::Prediction fp = run_sample(predictor, sample);
-    const at::Tensor fp_embedding = predictor.features().to(at::kDouble);
+    const at::Tensor fp_embedding = predictor.features();
     qsam.set_mode(QuantMode::kSimulate);
     const sam::Prediction q = run_sample(predictor, sample);
-    const at::Tensor q_embedding = predictor.features().to(at::kDouble);
-    emb_signal += fp_embedding.pow(2).sum().item<double>();
-    emb_noise += (q_embedding - fp_embedding).pow(2).sum().item<double>();
-    const at::Tensor fp_logits = fp.low_res.to(at::kDouble), q_logits = q.low_res.to(at::kDouble);
-    mask_signal += fp_logits.pow(2).sum().item<double>();
-    mask_noise += (q_logits - fp_logits).pow(2).sum().item<double>();
+    embedding.add(fp_embedding, predictor.features());
+    const at::Tensor fp_logits = fp.low_res, q_logits = q.low_res;
+    mask_logits.add(fp_logits, q_logits);
     agree += ((fp_logits > 0) == (q_logits > 0)).sum().item<double>();
     pixels += double(fp_logits.numel());
     report(progress, "measure", i + 1, count);
   }
-  quality.embedding_sqnr_db = sqnr_db_of(emb_signal, emb_noise);
-  quality.mask_logits_sqnr_db = sqnr_db_of(mask_signal, mask_noise);
+  quality.embedding_sqnr_db = embedding.sqnr_db();
+  quality.mask_logits_sqnr_db = mask_logits.sqnr_db();
   quality.mask_agreement = pixels > 0 ? agree / pixels : 1.0;
   const auto named = qsam.model()->named_parameters(/*recurse=*/true);
   for (const auto& q : qsam.quantizers()) {

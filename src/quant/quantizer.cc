@@ -1,7 +1,11 @@
 #include "quant/quantizer.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "util/error.h"
 
@@ -22,8 +26,7 @@ at::Tensor Quantizer::apply(const at::Tensor& x, const at::Tensor& value) {
       return fake_quantize(x);
     case QuantMode::kMeasure: {
       const at::Tensor xd = x.detach();
-      signal_ += xd.to(at::kDouble).pow(2).sum().item<double>();
-      noise_ += (fake_quantize(xd) - xd).to(at::kDouble).pow(2).sum().item<double>();
+      energies_.add(xd, fake_quantize(xd));
       return x;
     }
   }
@@ -56,7 +59,38 @@ double sqnr_db_of(double signal, double noise) {
   return noise <= 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(signal / noise);
 }
 
-double Quantizer::sqnr_db() const { return sqnr_db_of(signal_, noise_); }
+void Energies::add(const at::Tensor& reference_in, const at::Tensor& approx_in) {
+  if (reference_in.scalar_type() != at::kFloat || approx_in.scalar_type() != at::kFloat) {
+    const at::Tensor ref = reference_in.to(at::kDouble);
+    signal += ref.pow(2).sum().item<double>();
+    noise += (approx_in.to(at::kDouble) - ref).pow(2).sum().item<double>();
+    return;
+  }
+  const at::Tensor reference = reference_in.contiguous(), approx = approx_in.expand_as(reference_in).contiguous();
+  const float* r = reference.data_ptr<float>();
+  const float* a = approx.data_ptr<float>();
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t n = reference.numel(), chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> signals(size_t(chunks), 0.0), noises(size_t(chunks), 0.0);
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      double s = 0, e = 0;
+      for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
+        const double ref = r[i], diff = double(a[i]) - ref;
+        s += ref * ref;
+        e += diff * diff;
+      }
+      signals[size_t(c)] = s;
+      noises[size_t(c)] = e;
+    }
+  });
+  for (int64_t c = 0; c < chunks; ++c) {
+    signal += signals[size_t(c)];
+    noise += noises[size_t(c)];
+  }
+}
+
+double Quantizer::sqnr_db() const { return energies_.sqnr_db(); }
 
 AffineQuantizer::AffineQuantizer(std::string name, QuantRange range, int64_t ch_axis, std::unique_ptr<Observer> observer,
                                  bool clamp_scale)

@@ -15,6 +15,15 @@ namespace ptq4sam::quant {
 // 10 log10(signal / noise) from energies; +inf when the noise is zero.
 double sqnr_db_of(double signal, double noise);
 
+// Signal and noise energies accumulated over tensors: sum of reference^2 and of
+// (approx - reference)^2, in float64, one pass without temporaries for float32 inputs (the
+// measured tensors include whole attention maps).
+struct Energies {
+  double signal = 0, noise = 0;
+  void add(const at::Tensor& reference, const at::Tensor& approx);
+  double sqnr_db() const { return sqnr_db_of(signal, noise); }
+};
+
 enum class QuantMode {
   kOff,        // identity (FP32)
   kCalibrate,  // observers on, quantization off
@@ -57,7 +66,7 @@ class Quantizer : public sam::QuantPoint {
   QuantMode mode_ = QuantMode::kOff;
   bool capture_ = false;
   at::Tensor captured_;
-  double signal_ = 0, noise_ = 0;
+  Energies energies_;
 };
 
 // Uniform affine quantization with an observer; ch_axis >= 0 for per-channel weights.
