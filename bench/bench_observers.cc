@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <functional>
 
+#include "cli/commands.h"
 #include "quant/observer.h"
 #include "quant/observer_search.h"
 
@@ -36,7 +37,7 @@ int main(int argc, char** argv) {
   app.add_option("--tokens", tokens, "Tokens of the attention (AGQ): 4096 is a ViT-B global block");
   app.add_option("--only", only, "Run one search: mse, msefast or agq");
   CLI11_PARSE(app, argc, argv);
-  at::set_num_threads(threads);
+  cli::init_runtime(threads);
   at::manual_seed(0);
   const quant::QuantRange range{bits, false};
 

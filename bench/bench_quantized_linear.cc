@@ -9,6 +9,7 @@
 #include <functional>
 #include <vector>
 
+#include "cli/commands.h"
 #include "kernels/quantized_linear.h"
 
 using namespace ptq4sam;
@@ -39,7 +40,7 @@ int main(int argc, char** argv) {
   app.add_option("-k", k, "Input features");
   app.add_option("-n", n, "Output features");
   CLI11_PARSE(app, argc, argv);
-  at::set_num_threads(threads);
+  cli::init_runtime(threads);
   at::manual_seed(0);
   const at::Tensor x = at::randn({m, k});
   const at::Tensor weight = at::randn({n, k}) * 0.02, bias = at::randn({n});

@@ -15,9 +15,11 @@ void init_runtime(int threads) {
   omp_set_num_threads(n);
   // Every forward pass allocates the same activation-sized blocks again. Left to the defaults,
   // glibc hands them back to the kernel and every reuse pays page faults (a fifth of the image
-  // encoder's time on this VM); keep them in the heap instead (32 MB is glibc's largest mmap
-  // threshold).
+  // encoder's time on this VM); keep them in the heap instead. Blocks above glibc's largest
+  // mmap threshold (32 MB: a layer's 4096 x 3072 output is 50 MB) would still be mapped afresh
+  // each time, so mmap is off altogether.
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   mallopt(M_TOP_PAD, 64 << 20);
 }
