@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 
@@ -51,14 +50,7 @@ int64_t image_id_of(const std::filesystem::path& file) {
 // the categories. Sizes are read from the first `count` images that have detections (the ones
 // calibrated on); the others are never prompted, so their size is left unbounded.
 coco::Dataset dataset_from_detections(const QuantizeOptions& o, size_t count) {
-  std::ifstream in(o.calib_prompts, std::ios::binary);
-  if (!in) throw Error(o.calib_prompts, "cannot open file");
-  nlohmann::json root;
-  try {
-    root = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(o.calib_prompts, "malformed JSON at byte " + std::to_string(e.byte));
-  }
+  const nlohmann::json root = coco::read_json_file(o.calib_prompts);
   if (!root.is_array()) throw Error(o.calib_prompts, "detections must be a JSON list (COCO results format)");
   std::set<int64_t> detected, categories;
   for (const auto& d : root) {

@@ -7,11 +7,9 @@
 #include "util/error.h"
 
 namespace ptq4sam::coco {
-namespace {
-
 using nlohmann::json;
 
-json parse_file(const std::string& path) {
+json read_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path, "cannot open file");
   try {
@@ -20,6 +18,8 @@ json parse_file(const std::string& path) {
     throw Error(path, "malformed JSON at byte " + std::to_string(e.byte));
   }
 }
+
+namespace {
 
 const json& field(const json& object, const char* name, const std::string& where) {
   if (!object.is_object() || !object.contains(name)) throw Error(where, std::string("missing field '") + name + "'");
@@ -106,7 +106,7 @@ const Image* Dataset::find_image(int64_t id) const {
 }
 
 Dataset load_annotations(const std::string& path) {
-  const json root = parse_file(path);
+  const json root = read_json_file(path);
   Dataset d;
   for (const auto& img : field(root, "images", path)) {
     Image image{integer(img, "id", path), integer(img, "height", path), integer(img, "width", path),
@@ -144,7 +144,7 @@ Dataset load_annotations(const std::string& path) {
 std::vector<Annotation> load_results(const std::vector<std::string>& paths, const Dataset& gt, IouType type) {
   std::vector<Annotation> results;
   for (const auto& path : paths) {
-    const json root = parse_file(path);
+    const json root = read_json_file(path);
     if (!root.is_array()) throw Error(path, "results must be a JSON list");
     for (size_t i = 0; i < root.size(); ++i) {
       const json& r = root[i];

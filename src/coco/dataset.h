@@ -7,6 +7,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "coco/rle.h"
 
 namespace ptq4sam::coco {
@@ -42,6 +44,10 @@ struct Dataset {
   std::unordered_map<int64_t, size_t> image_index, category_index;
   const Image* find_image(int64_t id) const;
 };
+
+// A whole JSON file. Throws ptq4sam::Error naming the file when it cannot be opened or is
+// malformed (with the byte offset).
+nlohmann::json read_json_file(const std::string& path);
 
 // Reads a ground-truth file. Throws ptq4sam::Error naming the file for malformed JSON (with the
 // byte offset), missing fields and annotations of unknown images or categories.

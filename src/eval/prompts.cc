@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
@@ -35,14 +34,7 @@ std::unordered_map<int64_t, std::vector<BoxPrompt>> load_box_prompts(const std::
       if (clip(a.bbox, *gt.find_image(a.image_id), p)) prompts[a.image_id].push_back(p);
     }
   } else {
-    std::ifstream in(source, std::ios::binary);
-    if (!in) throw Error(source, "cannot open file");
-    json root;
-    try {
-      root = json::parse(in);
-    } catch (const json::parse_error& e) {
-      throw Error(source, "malformed JSON at byte " + std::to_string(e.byte));
-    }
+    const json root = coco::read_json_file(source);
     if (!root.is_array()) throw Error(source, "detections must be a JSON list (COCO results format)");
     for (size_t i = 0; i < root.size(); ++i) {
       const json& d = root[i];
