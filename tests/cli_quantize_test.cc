@@ -60,6 +60,24 @@ TEST_F(QuantizeCli, QuantizesReportsAndTheArtifactSegments) {
                                  " --box 10,10,60,60 --out " + file("seg"));
   EXPECT_EQ(seg.exit_code, 0) << seg.output;
   EXPECT_NE(seg.output.find("quantized artifact: W4A8"), std::string::npos) << seg.output;
+  EXPECT_NE(seg.output.find("integer runtime, 32 layers on u8 x s8 codes"), std::string::npos) << seg.output;
+  const auto simulated = test::run_cli("segment --backend simulated --model " + out + " --image " +
+                                       file("synth/images/synth_00001.png") + " --box 10,10,60,60 --out " + file("seg_sim"));
+  EXPECT_EQ(simulated.exit_code, 0) << simulated.output;
+  EXPECT_NE(simulated.output.find("simulated (fake-quant)"), std::string::npos) << simulated.output;
+  const auto bad = test::run_cli("segment --backend fpga --model " + out + " --image x.png --box 1,1,2,2 --out " + file("x"));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("--backend"), std::string::npos) << bad.output;
+
+  // One row per model, each measured in its own process.
+  const auto bench = test::run_cli("bench --runs 1 --threads 1 --model " + file("model.pth") + " --model " + out);
+  ASSERT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_NE(bench.output.find("embed min"), std::string::npos) << bench.output;
+  EXPECT_NE(bench.output.find("FP32"), std::string::npos) << bench.output;
+  EXPECT_NE(bench.output.find("W4A8 integer"), std::string::npos) << bench.output;
+  const auto no_runs = test::run_cli("bench --runs 0 --model " + out);
+  EXPECT_EQ(no_runs.exit_code, 1);
+  EXPECT_NE(no_runs.output.find("ptq4sam: error: --runs 0: must be at least 1"), std::string::npos) << no_runs.output;
 }
 
 // Detections alone: the images are the folder's files, numbered by their names.

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "coco/dataset.h"
+#include "quant/artifact.h"
 #include "quant/quantized_sam.h"
 #include "sam/sam.h"
 
@@ -20,14 +21,20 @@ Runner add_coco_eval_command(CLI::App& app);
 Runner add_eval_command(CLI::App& app);
 Runner add_synth_coco_command(CLI::App& app);
 Runner add_quantize_command(CLI::App& app);
+Runner add_bench_command(CLI::App& app);
 
 // A model from an official checkpoint (.pth) or a quantized artifact (.safetensors), which
-// runs simulated with its quantizers (kept alive here).
+// runs on `backend` with its quantizers (kept alive here). Reports what runs on stderr, and
+// warns once, naming them, about layers the integer runtime left simulated.
 struct LoadedModel {
   std::shared_ptr<sam::Sam> sam;
   std::unique_ptr<quant::QuantizedSam> quantized;
 };
-LoadedModel load_model(const std::string& path);
+LoadedModel load_model(const std::string& path, quant::Backend backend = quant::Backend::kInteger);
+
+// --backend integer|simulated (default integer): how a quantized artifact runs.
+void add_backend_option(CLI::App& cmd, quant::Backend& backend);
+const char* backend_name(quant::Backend backend);
 
 // The metrics.json schema: {"iou_type", "stats": [12], "AP", "AP50", ..., "ARl"}.
 nlohmann::json metrics_json(coco::IouType type, const std::array<double, 12>& stats);

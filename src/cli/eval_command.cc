@@ -21,6 +21,7 @@ struct EvalOptions {
   std::string model, images, annotations, prompts, out, shard, show_dir;
   double score_thr = 0.0;
   int max_dets = 100, limit = 0, threads = 0;
+  quant::Backend backend = quant::Backend::kInteger;
 };
 
 std::pair<int64_t, int64_t> parse_shard(const std::string& text) {
@@ -56,6 +57,7 @@ int run_eval(const EvalOptions& o) {
                               {"model_bytes", std::filesystem::file_size(o.model, ec)},
                               {"annotations", std::filesystem::absolute(o.annotations).string()},
                               {"prompts", o.prompts == "gt" ? o.prompts : std::filesystem::absolute(o.prompts).string()},
+                              {"backend", backend_name(o.backend)},
                               {"score_thr", o.score_thr}, {"max_dets", o.max_dets}, {"limit", o.limit},
                               {"shard", std::to_string(shard_index) + "/" + std::to_string(shard_count)}};
   eval::Journal journal(o.out + "/journal.jsonl", run);
@@ -72,7 +74,7 @@ int run_eval(const EvalOptions& o) {
   for (const auto* image : selection) {
     if (journal.done(image->id)) continue;
     if (!model) {
-      loaded = load_model(o.model);
+      loaded = load_model(o.model, o.backend);
       model = loaded.sam;
       predictor = std::make_unique<sam::Predictor>(model);
       std::fprintf(stderr, "model: %s\n", model->config.describe().c_str());
@@ -138,6 +140,7 @@ Runner add_eval_command(CLI::App& app) {
   cmd->add_option("--shard", o->shard, "I/N: evaluate images I, I+N, I+2N, ...");
   cmd->add_option("--show-dir", o->show_dir, "Write an overlay PNG per image here");
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
+  add_backend_option(*cmd, o->backend);
   return [o]() { return run_eval(*o); };
 }
 

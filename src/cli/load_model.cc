@@ -1,22 +1,45 @@
-#include "cli/commands.h"
-
 #include <cstdio>
+#include <map>
 
-#include "quant/artifact.h"
+#include "cli/commands.h"
 
 namespace ptq4sam::cli {
 
-LoadedModel load_model(const std::string& path) {
+LoadedModel load_model(const std::string& path, quant::Backend backend) {
   LoadedModel loaded;
-  if (quant::is_artifact(path)) {
-    loaded.quantized = quant::load_artifact(path);
-    loaded.sam = loaded.quantized->model();
-    std::fprintf(stderr, "quantized artifact: W%dA%d%s, simulated (fake-quant)\n", loaded.quantized->config().w.bit,
-                 loaded.quantized->config().a.bit, loaded.quantized->quant_encoder() ? ", encoder quantized" : "");
-  } else {
+  if (!quant::is_artifact(path)) {
     loaded.sam = sam::load_sam(path);
+    return loaded;
+  }
+  loaded.quantized = quant::load_artifact(path, {backend});
+  loaded.sam = loaded.quantized->model();
+  const auto& config = loaded.quantized->config();
+  const auto& integer = loaded.quantized->integer_layers();
+  std::string runs = "simulated (fake-quant)";
+  if (backend == quant::Backend::kInteger)
+    runs = "integer runtime, " + std::to_string(integer.names.size()) + " layers on u8 x s8 codes";
+  std::fprintf(stderr, "quantized artifact: W%dA%d%s, %s\n", config.w.bit, config.a.bit,
+               loaded.quantized->quant_encoder() ? ", encoder quantized" : "", runs.c_str());
+  if (!integer.fallback.empty()) {
+    std::string names;
+    for (const auto& name : integer.fallback) names += (names.empty() ? "" : ", ") + name;
+    std::fprintf(stderr, "warning: %zu layers stay simulated (%s): %s\n", integer.fallback.size(),
+                 integer.fallback_reason.c_str(), names.c_str());
   }
   return loaded;
+}
+
+void add_backend_option(CLI::App& cmd, quant::Backend& backend) {
+  const std::map<std::string, quant::Backend> names = {{"integer", quant::Backend::kInteger},
+                                                       {"simulated", quant::Backend::kSimulated}};
+  cmd.add_option("--backend", backend,
+                 "How a quantized artifact runs: integer (u8 x s8 kernels) or simulated (fake-quant float32)")
+      ->transform(CLI::CheckedTransformer(names, CLI::ignore_case))
+      ->default_str("integer");
+}
+
+const char* backend_name(quant::Backend backend) {
+  return backend == quant::Backend::kInteger ? "integer" : "simulated";
 }
 
 }  // namespace ptq4sam::cli

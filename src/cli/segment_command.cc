@@ -22,6 +22,7 @@ struct SegmentOptions {
   std::string box;
   bool multimask = false;
   int threads = 0;
+  quant::Backend backend = quant::Backend::kInteger;
 };
 
 std::vector<double> parse_numbers(const std::string& text, size_t count, const std::string& option, const char* form) {
@@ -48,7 +49,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 int run_segment(const SegmentOptions& o) {
   init_runtime(o.threads);
   const auto t_load = std::chrono::steady_clock::now();
-  const LoadedModel loaded = load_model(o.model);
+  const LoadedModel loaded = load_model(o.model, o.backend);
   const auto& model = loaded.sam;
   std::fprintf(stderr, "model: %s loaded in %.2f s\n", model->config.describe().c_str(), seconds_since(t_load));
   const at::Tensor image = io::read_image_rgb(o.image);
@@ -140,6 +141,7 @@ Runner add_segment_command(CLI::App& app) {
   cmd->add_option("--save-low-res", options->save_low_res, "Write low-res logits (C x 256 x 256 .npy)");
   cmd->add_option("--save-embedding", options->save_embedding, "Write the image embedding (256 x 64 x 64 .npy)");
   cmd->add_option("--threads", options->threads, "Threads (default: all cores)");
+  add_backend_option(*cmd, options->backend);
   return [options]() { return run_segment(*options); };
 }
 

@@ -16,25 +16,31 @@ enum class ScoreScaling {
   kDivideScores,   // (q @ k^T) / sqrt(d): the two-way transformer
 };
 
+// Transforms the attention probabilities (B, H, N, M) given the values (B, H, M, dv): where a
+// softmax quantizer sits. An elementwise hook may be given any rows of one head's
+// probabilities at a time, so the attention never holds a whole score matrix.
+struct ProbabilityHook {
+  std::function<at::Tensor(const at::Tensor& probs, const at::Tensor& values)> transform;
+  bool elementwise = false;
+  explicit operator bool() const { return bool(transform); }
+};
+
 // out = softmax(scaled(q @ k^T) + bias) @ v for q (N, d), k (M, d), v (M, dv) and a
 // preallocated out (N, dv), each a 2-D float32 view of any strides. When rel_h (N, Hk) and
 // rel_w (N, Wk) are given (M = Hk * Wk), the bias is SAM's decomposed relative position:
-// bias[n, i * Wk + j] = rel_h[n, i] + rel_w[n, j].
+// bias[n, i * Wk + j] = rel_h[n, i] + rel_w[n, j]. `probs_hook`, if any, must be elementwise.
 void attention_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
                     ScoreScaling scaling, const at::Tensor& rel_h = at::Tensor(),
-                    const at::Tensor& rel_w = at::Tensor());
+                    const at::Tensor& rel_w = at::Tensor(), const ProbabilityHook* probs_hook = nullptr);
 
-// Transforms the attention probabilities (B, H, N, M) given the values (B, H, M, dv): where a
-// softmax quantizer sits.
-using ProbabilityHook = std::function<at::Tensor(const at::Tensor& probs, const at::Tensor& values)>;
 
 // Multi-head attention over (B, N, C) queries and (B, M, C) keys/values split into num_heads
 // heads along C (head h owns channels [h*C/H, (h+1)*C/H)); returns (B, N, Cv) with the heads
 // recombined. rel_h (B, H, N, Hk) and rel_w (B, H, N, Wk) are optional as above. Inputs may be
 // strided views (e.g. slices of a fused qkv projection). Uses differentiable ATen ops, with the
-// whole probability matrix, when autograd needs them or a probability hook is given.
+// whole probability matrix, when autograd needs them or a probability hook is not elementwise.
 at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_heads,
                                 ScoreScaling scaling, const at::Tensor& rel_h = at::Tensor(),
-                                const at::Tensor& rel_w = at::Tensor(), const ProbabilityHook& probs_hook = nullptr);
+                                const at::Tensor& rel_w = at::Tensor(), const ProbabilityHook& probs_hook = {});
 
 }  // namespace ptq4sam::kernels

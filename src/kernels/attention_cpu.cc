@@ -33,7 +33,7 @@ at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at
                .view(s);
   }
   at::Tensor probs = at::softmax(attn, -1);
-  if (probs_hook) probs = probs_hook(probs, vh);
+  if (probs_hook) probs = probs_hook.transform(probs, vh);
   const at::Tensor out = at::matmul(probs, vh);
   return out.permute({0, 2, 1, 3}).reshape({q.size(0), q.size(1), v.size(2)});
 }
@@ -41,7 +41,8 @@ at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at
 }  // namespace
 
 void attention_into(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-                    ScoreScaling scaling, const at::Tensor& rel_h, const at::Tensor& rel_w) {
+                    ScoreScaling scaling, const at::Tensor& rel_h, const at::Tensor& rel_w,
+                    const ProbabilityHook* probs_hook) {
   const int64_t n = q_in.size(0), m = k.size(0), d = q_in.size(1);
   const at::Tensor q = scaling == ScoreScaling::kScaleQueries ? q_in * query_scale(d) : q_in;
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(n, kChunkScores / std::max<int64_t>(m, 1)));
@@ -60,7 +61,7 @@ void attention_into(const at::Tensor& q_in, const at::Tensor& k, const at::Tenso
           .add_(rel_w.narrow(0, r0, rows).unsqueeze(-2));
     }
     at::_softmax_out(p, s, -1, false);
-    matmul_into(p, v, out.narrow(0, r0, rows));
+    matmul_into(probs_hook ? probs_hook->transform(p, v) : p, v, out.narrow(0, r0, rows));
   }
 }
 
@@ -68,7 +69,8 @@ at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const 
                                 ScoreScaling scaling, const at::Tensor& rel_h, const at::Tensor& rel_w,
                                 const ProbabilityHook& probs_hook) {
   const bool grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  if (grad || probs_hook || q.scalar_type() != at::kFloat || scaling == ScoreScaling::kDivideScores)
+  if (grad || (probs_hook && !probs_hook.elementwise) || q.scalar_type() != at::kFloat ||
+      scaling == ScoreScaling::kDivideScores)
     return attention_autograd(q, k, v, num_heads, scaling, rel_h, rel_w, probs_hook);
   at::Tensor out = at::empty({q.size(0), q.size(1), v.size(2)}, q.options());
   const at::Tensor qh = split_heads(q, num_heads), kh = split_heads(k, num_heads), vh = split_heads(v, num_heads);
@@ -76,7 +78,8 @@ at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const 
   for (int64_t b = 0; b < q.size(0); ++b) {
     for (int64_t h = 0; h < num_heads; ++h) {
       attention_into(qh[b][h], kh[b][h], vh[b][h], oh[b][h], scaling,
-                     rel_h.defined() ? rel_h[b][h] : at::Tensor(), rel_w.defined() ? rel_w[b][h] : at::Tensor());
+                     rel_h.defined() ? rel_h[b][h] : at::Tensor(), rel_w.defined() ? rel_w[b][h] : at::Tensor(),
+                     probs_hook ? &probs_hook : nullptr);
     }
   }
   return out;

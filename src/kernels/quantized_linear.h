@@ -25,14 +25,17 @@ struct ActivationQuantization {
 struct PackedWeightCodes;  // the codes in oneDNN's preferred blocked layout (opaque)
 
 struct QuantizedWeight {
-  at::Tensor codes;       // (K, N) int8, the transpose: oneDNN's weights operand
+  // The codes, (K, N) in oneDNN's blocked layout: one s8 per code, or for bit widths <= 4 two
+  // per byte, unpacked per call into a reused buffer (an int4 model stays int4 in memory).
   std::shared_ptr<const PackedWeightCodes> packed;
+  int64_t in_features = 0;
   at::Tensor scale;       // (N) float32
   at::Tensor zero_point;  // (N) int32, in the shifted code space
   at::Tensor code_sums;   // (N) int32, sum over K of the shifted codes
   at::Tensor bias;        // (N) float32 or undefined
   int64_t out_features() const { return scale.numel(); }
-  int64_t in_features() const { return codes.size(0); }
+  // Bytes held: codes, scales, zero points, sums and bias.
+  int64_t resident_bytes() const;
 };
 
 // From integer codes (N, K) in [quant_min, quant_max] of a `bits`-bit grid (symmetric: signed
@@ -40,8 +43,38 @@ struct QuantizedWeight {
 QuantizedWeight make_quantized_weight(const at::Tensor& codes, const at::Tensor& scale, const at::Tensor& zero_point,
                                       int bits, bool symmetric, const at::Tensor& bias);
 
+// A Linear (or a convolution as a matmul over patches) on integer codes: its input quantizer
+// and its quantized weight.
+struct IntegerLinear {
+  ActivationQuantization input;
+  QuantizedWeight weight;
+};
+
 // act(linear) over the last dim of x (..., K) float32.
 at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& input, const QuantizedWeight& weight,
                             Activation activation = Activation::kNone);
+inline at::Tensor quantized_linear(const at::Tensor& x, const IntegerLinear& layer,
+                                   Activation activation = Activation::kNone) {
+  return quantized_linear(x, layer.input, layer.weight, activation);
+}
+
+// torch.nn.functional.conv2d (square kernel, stride and padding, no dilation or groups) of an
+// (B, C, H, W) x on integer codes, as a matmul over its patches; `layer.weight` holds the
+// (O, C * kernel * kernel) codes. Zero padding is exact: 0 quantizes to the zero point.
+at::Tensor quantized_conv2d(const at::Tensor& x, const IntegerLinear& layer, int64_t kernel, int64_t stride,
+                            int64_t padding);
+
+// The same numbers from fake-quantized operands: act(float(acc) * scale + bias) with acc =
+// a_codes @ w_codes^T summed exactly, where a_codes (..., K) and w_codes (N, K) are float32
+// tensors of integer values (code - zero point, |value| <= 255) and scale (N) is the input's
+// scale times each weight channel's, in float32. Float32 products over K-slices of 256 are
+// exact (every partial sum stays below 2^24), so any GEMM serves; the epilogue is
+// quantized_linear's, operation for operation, so the two agree bit for bit.
+at::Tensor code_linear(const at::Tensor& a_codes, const at::Tensor& w_codes, const at::Tensor& scale,
+                       const at::Tensor& bias, Activation activation = Activation::kNone);
+
+// Whether oneDNN's u8 x s8 product is exact on this CPU. Without VNNI (AVX512-VNNI or
+// AVX-VNNI) it pairs products in saturating 16-bit sums, which 8-bit codes can overflow.
+bool integer_matmul_exact();
 
 }  // namespace ptq4sam::kernels

@@ -16,7 +16,8 @@ namespace ptq4sam::kernels {
 // of repacking them on every call.
 struct PackedWeightCodes {
   dnnl::memory::desc desc;
-  at::Tensor bytes;
+  at::Tensor bytes;      // desc.get_size() codes, or half as many bytes when nibbles
+  bool nibbles = false;  // two signed 4-bit codes per byte, low nibble first
 };
 
 namespace {
@@ -51,17 +52,41 @@ dnnl::matmul& int_matmul(int64_t m, const memory::desc& weights) {
   return cache.emplace(key, dnnl::matmul(int_matmul_desc(m, weights))).first->second;
 }
 
-std::shared_ptr<const PackedWeightCodes> pack_codes(const at::Tensor& codes) {
+// Two signed 4-bit codes per byte and back; the blocked layout's padding (zeros) packs too.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void pack_nibbles(const int8_t* in, uint8_t* out,
+                                                                                int64_t pairs) {
+  for (int64_t i = 0; i < pairs; ++i) out[i] = uint8_t((in[2 * i] & 0x0f) | (in[2 * i + 1] << 4));
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void unpack_nibbles(const uint8_t* in, int8_t* out,
+                                                                                  int64_t pairs) {
+  for (int64_t i = 0; i < pairs; ++i) {
+    const int8_t byte = int8_t(in[i]);
+    out[2 * i] = int8_t(int8_t(byte << 4) >> 4);
+    out[2 * i + 1] = int8_t(byte >> 4);
+  }
+}
+
+// `codes` (K, N) int8, contiguous.
+std::shared_ptr<const PackedWeightCodes> pack_codes(const at::Tensor& codes, bool nibbles) {
   const int64_t k = codes.size(0), n = codes.size(1);
   const memory::desc plain({k, n}, memory::data_type::s8, memory::format_tag::ab);
   const memory::desc any({k, n}, memory::data_type::s8, memory::format_tag::any);
   auto packed = std::make_shared<PackedWeightCodes>();
   packed->desc = int_matmul_desc(kTypicalRows, any).weights_desc();
-  packed->bytes = at::empty({int64_t(packed->desc.get_size())}, at::kByte);
-  memory from(plain, engine(), codes.data_ptr()), to(packed->desc, engine(), packed->bytes.data_ptr());
+  const int64_t size = int64_t(packed->desc.get_size());
+  at::Tensor blocked = at::zeros({size + size % 2}, at::kChar);
+  memory from(plain, engine(), codes.data_ptr()), to(packed->desc, engine(), blocked.data_ptr());
   dnnl::stream stream(engine());
   dnnl::reorder(from, to).execute(stream, from, to);
   stream.wait();
+  packed->nibbles = nibbles;
+  if (nibbles) {
+    packed->bytes = at::empty({blocked.numel() / 2}, at::kByte);
+    pack_nibbles(blocked.data_ptr<int8_t>(), packed->bytes.data_ptr<uint8_t>(), packed->bytes.numel());
+  } else {
+    packed->bytes = blocked.narrow(0, 0, size).contiguous();
+  }
   return packed;
 }
 
@@ -95,8 +120,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void dequantize_row
 }
 
 // Buffers reused across calls: fresh 50 MB tensors per layer would cost page faults.
+enum Workspace { kInputCodes, kAccumulators, kWeightCodes, kWorkspaces };
+
 at::Tensor& workspace(int slot, int64_t bytes) {
-  thread_local at::Tensor buffers[2];
+  thread_local at::Tensor buffers[kWorkspaces];
   at::Tensor& buffer = buffers[slot];
   if (!buffer.defined() || buffer.numel() < bytes) buffer = at::empty({bytes}, at::kByte);
   return buffer;
@@ -115,7 +142,7 @@ QuantizedWeight make_quantized_weight(const at::Tensor& codes, const at::Tensor&
   const int32_t shift = symmetric ? 0 : -(int32_t(1) << (bits - 1));
   QuantizedWeight w;
   const at::Tensor shifted = c + shift;
-  w.codes = shifted.t().contiguous().to(at::kChar);
+  w.in_features = c.size(1);
   w.scale = scale.to(at::kFloat).reshape({-1}).contiguous();
   w.zero_point = (zero_point.to(at::kInt).reshape({-1}) + shift).contiguous();
   if (w.scale.numel() == 1 && c.size(0) > 1) {
@@ -123,14 +150,65 @@ QuantizedWeight make_quantized_weight(const at::Tensor& codes, const at::Tensor&
     w.zero_point = w.zero_point.expand({c.size(0)}).contiguous();
   }
   w.code_sums = shifted.sum(1, false, at::kInt).contiguous();
-  w.packed = pack_codes(w.codes);
+  w.packed = pack_codes(shifted.t().contiguous().to(at::kChar), bits <= 4);
   if (bias.defined()) w.bias = bias.to(at::kFloat).contiguous();
   return w;
 }
 
+int64_t QuantizedWeight::resident_bytes() const {
+  int64_t bytes = packed ? packed->bytes.nbytes() : 0;
+  for (const at::Tensor* t : {&scale, &zero_point, &code_sums, &bias})
+    if (t->defined()) bytes += int64_t(t->nbytes());
+  return bytes;
+}
+
+at::Tensor code_linear(const at::Tensor& a_codes, const at::Tensor& w_codes, const at::Tensor& scale,
+                       const at::Tensor& bias, Activation activation) {
+  const int64_t k = w_codes.size(1), n = w_codes.size(0);
+  const at::Tensor a = a_codes.reshape({-1, k}).contiguous();
+  const int64_t m = a.size(0);
+  constexpr int64_t kExactSlice = 256;  // 256 * 255 * 255 < 2^24
+  at::Tensor acc;
+  if (k <= kExactSlice) {
+    acc = at::empty({m, n}, at::kFloat);
+    matmul_into(a, w_codes.t(), acc);
+  } else {
+    at::Tensor sum = at::zeros({m, n}, at::kDouble), part = at::empty({m, n}, at::kFloat);
+    for (int64_t k0 = 0; k0 < k; k0 += kExactSlice) {
+      const int64_t len = std::min(kExactSlice, k - k0);
+      matmul_into(a.narrow(1, k0, len), w_codes.narrow(1, k0, len).t(), part);
+      sum.add_(part);
+    }
+    acc = sum.to(at::kFloat);
+  }
+  at::Tensor out = acc.mul_(scale);
+  if (bias.defined()) out.add_(bias);
+  if (activation == Activation::kGelu) at::gelu_(out);
+  if (activation == Activation::kRelu) at::relu_(out);
+  std::vector<int64_t> out_shape(a_codes.sizes().begin(), a_codes.sizes().end());
+  out_shape.back() = n;
+  return out.view(out_shape);
+}
+
+bool integer_matmul_exact() {
+  const auto isa = dnnl::get_effective_cpu_isa();
+  return isa == dnnl::cpu_isa::avx512_core_vnni || isa == dnnl::cpu_isa::avx512_core_bf16 ||
+         isa == dnnl::cpu_isa::avx512_core_amx || isa == dnnl::cpu_isa::avx2_vnni;
+}
+
+at::Tensor quantized_conv2d(const at::Tensor& x, const IntegerLinear& layer, int64_t kernel, int64_t stride,
+                            int64_t padding) {
+  const int64_t b = x.size(0), h = x.size(2), w = x.size(3);
+  const int64_t out_h = (h + 2 * padding - kernel) / stride + 1, out_w = (w + 2 * padding - kernel) / stride + 1;
+  // (B, C * k * k, L) patches, channel-major as the weight's rows are.
+  const at::Tensor patches = at::im2col(x.contiguous(), {kernel, kernel}, {1, 1}, {padding, padding}, {stride, stride});
+  const at::Tensor y = quantized_linear(patches.transpose(1, 2), layer);  // (B, L, O)
+  return y.transpose(1, 2).reshape({b, -1, out_h, out_w});
+}
+
 at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& input, const QuantizedWeight& weight,
                             Activation activation) {
-  const int64_t k = weight.in_features(), n = weight.out_features();
+  const int64_t k = weight.in_features, n = weight.out_features();
   if (x.size(-1) != k) throw Error("quantized linear", "input has " + std::to_string(x.size(-1)) + " features, weight " + std::to_string(k));
   if (input.quant_min < -128 || input.quant_max > 255 || input.quant_max - input.quant_min > 255)
     throw Error("quantized linear", "activation grid does not fit 8 bits");
@@ -144,8 +222,8 @@ at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& i
 
   // Signed activation grids move up into u8, their zero point with them.
   const int32_t shift = input.quant_min < 0 ? 128 : 0;
-  uint8_t* codes = workspace(0, m * k).data_ptr<uint8_t>();
-  int32_t* acc = reinterpret_cast<int32_t*>(workspace(1, m * n * int64_t(sizeof(int32_t))).data_ptr<uint8_t>());
+  uint8_t* codes = workspace(kInputCodes, m * k).data_ptr<uint8_t>();
+  int32_t* acc = reinterpret_cast<int32_t*>(workspace(kAccumulators, m * n * int64_t(sizeof(int32_t))).data_ptr<uint8_t>());
   std::vector<int32_t> row_sums(static_cast<size_t>(m));
   const float* in = x2.data_ptr<float>();
   at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
@@ -154,9 +232,15 @@ at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& i
                                          float(input.quant_min), float(input.quant_max), shift);
   });
   {
-    dnnl::matmul& prim = int_matmul(m, weight.packed->desc);
+    const PackedWeightCodes& packed = *weight.packed;
+    void* weight_codes = packed.bytes.data_ptr();
+    if (packed.nibbles) {
+      weight_codes = workspace(kWeightCodes, 2 * packed.bytes.numel()).data_ptr();
+      unpack_nibbles(packed.bytes.data_ptr<uint8_t>(), static_cast<int8_t*>(weight_codes), packed.bytes.numel());
+    }
+    dnnl::matmul& prim = int_matmul(m, packed.desc);
     const memory src({{m, k}, memory::data_type::u8, memory::format_tag::ab}, engine(), codes);
-    const memory wei(weight.packed->desc, engine(), weight.packed->bytes.data_ptr());
+    const memory wei(packed.desc, engine(), weight_codes);
     const memory dst({{m, n}, memory::data_type::s32, memory::format_tag::ab}, engine(), acc);
     dnnl::stream stream(engine());
     prim.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});

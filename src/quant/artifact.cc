@@ -53,6 +53,8 @@ at::Tensor unpack_int4(const at::Tensor& packed, int64_t last_dim) {
 bool is_artifact(const std::string& path) { return io::looks_like_safetensors(path); }
 
 void save_artifact(const QuantizedSam& qsam, const std::string& path) {
+  if (!qsam.integer_layers().names.empty())
+    throw Error(path, "not written: a model loaded for the integer runtime has no float weights to save");
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   const auto weight_keys = qsam.quantized_weight_keys();
   const std::set<std::string> quantized(weight_keys.begin(), weight_keys.end());
@@ -97,7 +99,7 @@ void save_artifact(const QuantizedSam& qsam, const std::string& path) {
   io::write_safetensors(path, tensors, metadata);
 }
 
-std::unique_ptr<QuantizedSam> load_artifact(const std::string& path) {
+std::unique_ptr<QuantizedSam> load_artifact(const std::string& path, const LoadOptions& options) {
   const io::SafetensorsFile file = io::read_safetensors(path);
   const auto meta = [&](const std::string& key) {
     const auto it = file.metadata.find(key);
@@ -131,24 +133,44 @@ std::unique_ptr<QuantizedSam> load_artifact(const std::string& path) {
     if (!t) throw Error(path, "has no tensor '" + name + "'");
     return *t;
   };
-  for (const auto& [name, tensor] : file.tensors) {
-    if (!weights.contains(name)) continue;
+  // A quantized weight's codes as (out, rest) on its grid, and its shape.
+  const auto codes_of = [&](const std::string& name, const at::Tensor& stored) {
     const auto& info = weights[name];
     const std::vector<int64_t> shape = info.at("shape").get<std::vector<int64_t>>();
-    const int bit = info.at("bit").get<int>();
-    const QConfig& w = config.w;
-    const QuantRange range{bit, w.symmetric};
+    const QuantRange range{info.at("bit").get<int>(), config.w.symmetric};
     int64_t rest = 1;
     for (size_t i = 1; i < shape.size(); ++i) rest *= shape[i];
-    at::Tensor codes = info.at("packed").get<bool>() ? unpack_int4(tensor, rest) : tensor;
-    if (codes.numel() != shape[0] * rest) throw Error(path, "weight '" + name + "' has the wrong number of codes");
-    const at::Tensor q = codes.to(at::kFloat).reshape({shape[0], rest}) + double(range.quant_min());
+    const at::Tensor codes = info.at("packed").get<bool>() ? unpack_int4(stored, rest) : stored;
+    if (shape.empty() || codes.numel() != shape[0] * rest)
+      throw Error(path, "weight '" + name + "' has the wrong number of codes");
+    return std::make_pair(codes.to(at::kInt).reshape({shape[0], rest}) + int(range.quant_min()), shape);
+  };
+  const auto channel_params = [&](const std::string& name, int64_t channels) {
     const at::Tensor& scale = scale_of(name + "_fake_quant.scale");
-    const at::Tensor zp = scale_of(name + "_fake_quant.zero_point").to(at::kFloat);
-    if (scale.numel() != shape[0] && scale.numel() != 1) throw Error(path, "weight '" + name + "' has misshapen scales");
-    const at::Tensor s = scale.numel() == 1 ? scale : scale.reshape({-1, 1});
-    const at::Tensor z = zp.numel() == 1 ? zp : zp.reshape({-1, 1});
-    state.insert(name, ((q - z) * s).reshape(shape));
+    const at::Tensor& zp = scale_of(name + "_fake_quant.zero_point");
+    if ((scale.numel() != channels && scale.numel() != 1) || zp.numel() != scale.numel())
+      throw Error(path, "weight '" + name + "' has misshapen scales");
+    return std::make_pair(scale.to(at::kFloat).reshape({-1, 1}), zp.to(at::kInt).reshape({-1, 1}));
+  };
+  const bool integer = options.backend == Backend::kInteger;
+  const bool per_tensor_inputs = config.a.ch_axis < 0 && config.a.bit <= 8;
+  std::set<std::string> integer_weights;  // run on codes: their float weights are never made
+  std::vector<std::string> fallback;
+  for (const auto& [name, tensor] : file.tensors) {
+    if (!weights.contains(name)) continue;
+    const auto [codes, shape] = codes_of(name, tensor);
+    const auto [scale, zp] = channel_params(name, shape[0]);
+    if (integer) {
+      const std::string layer = name.substr(0, name.rfind(".weight"));
+      if (options.integer_matmul_exact && per_tensor_inputs && codes.size(1) <= (int64_t(1) << 15)) {
+        integer_weights.insert(name);
+        // Right shape, one element of storage: only make_sam's shape checks see it.
+        state.insert(name, at::zeros({1}).expand(shape));
+        continue;
+      }
+      fallback.push_back(layer);
+    }
+    state.insert(name, ((codes - zp).to(at::kFloat) * scale).reshape(shape));
   }
   std::set<std::string> quantizer_tensors;
   for (const auto& [name, tensor] : file.tensors) {
@@ -179,8 +201,33 @@ std::unique_ptr<QuantizedSam> load_artifact(const std::string& path) {
     site.decision.bimodal = big.value(site.name, false);
     if (const at::Tensor* sign = file.find(site.name + ".big_sign")) site.decision.sign = *sign;
   }
-  // Weights are stored dequantized-exact: quantizing them again would change nothing.
-  qsam->set_mode(QuantMode::kSimulate, QuantizedSam::Which::kActivations);
+  // Weights are stored dequantized-exact: quantizing them again changes nothing, but tells the
+  // layers their grids (they then accumulate exactly, as the integer runtime does).
+  qsam->set_mode(QuantMode::kSimulate);
+  auto& runtime = qsam->integer_layers();
+  for (const auto& site : qsam->layer_sites()) {
+    const std::string key = site.name + ".weight";
+    if (!integer_weights.count(key)) continue;
+    const auto input = std::static_pointer_cast<AffineQuantizer>(qsam->find(site.name + ".layer_pre_act_fake_quantize"));
+    const QuantRange a = input->range();
+    const kernels::ActivationQuantization activation{input->scale()[0].item<float>(),
+                                                     input->zero_point()[0].item<int32_t>(), int32_t(a.quant_min()),
+                                                     int32_t(a.quant_max())};
+    const auto [codes, shape] = codes_of(key, *file.find(key));
+    const auto [scale, zp] = channel_params(key, shape[0]);
+    const at::Tensor* bias = file.find(site.name + ".bias");
+    auto layer = std::make_shared<kernels::IntegerLinear>();
+    layer->input = activation;
+    layer->weight = kernels::make_quantized_weight(codes, scale, zp, weights[key].at("bit").get<int>(), config.w.symmetric,
+                                                   bias ? *bias : at::Tensor());
+    site.points->integer = std::move(layer);
+    runtime.names.push_back(site.name);
+  }
+  runtime.fallback = fallback;
+  if (!fallback.empty())
+    runtime.fallback_reason = !options.integer_matmul_exact
+                                  ? "this CPU has no VNNI, where oneDNN's u8 x s8 product can saturate"
+                                  : "their input quantizers are not per-tensor 8-bit ones";
   return qsam;
 }
 

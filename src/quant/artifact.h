@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "kernels/quantized_linear.h"
 #include "quant/quantized_sam.h"
 
 namespace ptq4sam::quant {
@@ -17,10 +18,23 @@ constexpr int kArtifactFormatVersion = 1;
 
 void save_artifact(const QuantizedSam& qsam, const std::string& path);
 
-// Rebuilds the model (weights dequantized from their codes, so they already are the simulated
-// ones: the weight quantizers stay off) and its activation quantizers, simulating. Errors name
-// the file: not an artifact, a newer format version, tensors that do not match the model.
-std::unique_ptr<QuantizedSam> load_artifact(const std::string& path);
+// How a loaded artifact runs. kSimulated: weights dequantized from their codes (so they already
+// are the simulated ones: the weight quantizers stay off), activations fake-quantized in
+// float32. kInteger: every quantized Linear and Conv2d keeps only its codes and runs u8 x s8
+// integer products (kernels/quantized_linear.h), giving the simulated numbers up to float32
+// rounding; attention and every other op stay as simulated.
+enum class Backend { kSimulated, kInteger };
+
+struct LoadOptions {
+  Backend backend = Backend::kSimulated;
+  // Whether the integer product is exact on this CPU; when not, kInteger leaves the layers
+  // simulated (listed in QuantizedSam::integer_layers().fallback).
+  bool integer_matmul_exact = kernels::integer_matmul_exact();
+};
+
+// Rebuilds the model and its activation quantizers, simulating. Errors name the file: not an
+// artifact, a newer format version, tensors that do not match the model.
+std::unique_ptr<QuantizedSam> load_artifact(const std::string& path, const LoadOptions& options = {});
 
 // Whether `path` is a safetensors file (else it is taken as an official checkpoint).
 bool is_artifact(const std::string& path);

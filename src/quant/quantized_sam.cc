@@ -49,7 +49,7 @@ QuantizedSam::QuantizedSam(std::shared_ptr<sam::Sam> model, QuantConfig config, 
 
 QuantizedSam::~QuantizedSam() {
   // The model may outlive this object: leave it FP32.
-  for (auto* points : layer_points_) *points = {};
+  for (auto& site : layer_sites_) *site.points = {};
   for (auto* points : attention_points_) *points = {};
 }
 
@@ -62,7 +62,7 @@ std::shared_ptr<AffineQuantizer> QuantizedSam::make_affine(const std::string& na
 void QuantizedSam::attach_linear(const std::string& name, sam::LayerQuantPoints& points) {
   points.input = make_affine(name + ".layer_pre_act_fake_quantize", config_.a);
   points.weight = make_affine(name + ".weight_fake_quant", config_.w);
-  layer_points_.push_back(&points);
+  layer_sites_.push_back({name, &points});
 }
 
 void QuantizedSam::attach_attention(const std::string& name, sam::AttentionQuantPoints& points, bool decoder) {

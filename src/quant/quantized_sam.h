@@ -20,6 +20,12 @@ struct BigSite {
   BimodalDecision decision;
 };
 
+// A Linear or Conv2d with an input and a weight quantizer, e.g. "image_encoder.blocks.0.attn.qkv".
+struct LayerSite {
+  std::string name;
+  sam::LayerQuantPoints* points;
+};
+
 class QuantizedSam {
  public:
   // Attaches the quantizers (encoder ones only with quant_encoder). With BIG, every decoder
@@ -42,6 +48,16 @@ class QuantizedSam {
   const std::vector<BigSite>& big_sites() const { return big_sites_; }
   // Parameter names (state-dict keys) of the weights that have a weight quantizer.
   std::vector<std::string> quantized_weight_keys() const;
+  const std::vector<LayerSite>& layer_sites() const { return layer_sites_; }
+
+  // The layers the integer runtime runs on codes (quant/artifact.h), and those it had to leave
+  // simulated, with the reason.
+  struct IntegerLayers {
+    std::vector<std::string> names, fallback;
+    std::string fallback_reason;
+  };
+  IntegerLayers& integer_layers() { return integer_layers_; }
+  const IntegerLayers& integer_layers() const { return integer_layers_; }
 
  private:
   void attach_linear(const std::string& name, sam::LayerQuantPoints& points);
@@ -52,9 +68,10 @@ class QuantizedSam {
   QuantConfig config_;
   bool quant_encoder_;
   std::vector<std::shared_ptr<Quantizer>> quantizers_;
-  std::vector<sam::LayerQuantPoints*> layer_points_;
+  std::vector<LayerSite> layer_sites_;
   std::vector<sam::AttentionQuantPoints*> attention_points_;
   std::vector<BigSite> big_sites_;
+  IntegerLayers integer_layers_;
 };
 
 }  // namespace ptq4sam::quant

@@ -36,6 +36,8 @@ class Quantizer : public sam::QuantPoint {
   Quantizer(std::string name, QuantRange range) : name_(std::move(name)), range_(range) {}
   at::Tensor apply(const at::Tensor& x, const at::Tensor& value) override;
   bool needs_whole_tensor() const override { return mode_ == QuantMode::kCalibrate; }
+  bool elementwise() const override { return mode_ != QuantMode::kCalibrate && !capture_; }
+  at::Tensor grid_step() const override { return {}; }
 
   // Leaving kCalibrate settles the parameters from the observer.
   void set_mode(QuantMode mode);
@@ -77,6 +79,7 @@ class AffineQuantizer : public Quantizer {
                   bool clamp_scale);
   bool ready() const override { return scale_.defined(); }
   at::Tensor fake_quantize(const at::Tensor& x) const override;
+  at::Tensor grid_step() const override { return mode() == QuantMode::kSimulate ? scale_ : at::Tensor(); }
   // The integer codes of x in [quant_min, quant_max] (int32), as fake_quantize rounds them.
   at::Tensor quantize_codes(const at::Tensor& x) const;
   void set_params(const at::Tensor& scale, const at::Tensor& zero_point);

@@ -9,6 +9,25 @@ at::Tensor empty_param(torch::nn::Module& m, const char* name, at::IntArrayRef s
 
 }  // namespace
 
+at::Tensor quantized_matmul(const LayerQuantPoints& quant, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& bias, Activation activation, Numerics numerics) {
+  if (quant.integer) return kernels::quantized_linear(x, *quant.integer, activation);
+  const at::Tensor xq = quantize_at(quant.input, x);
+  const at::Tensor wq = quantize_at(quant.weight, weight);
+  const at::Tensor w2 = wq.reshape({wq.size(0), -1});
+  const at::Tensor x_step = quant.input ? quant.input->grid_step() : at::Tensor();
+  const at::Tensor w_step = quant.weight ? quant.weight->grid_step() : at::Tensor();
+  if (x_step.defined() && x_step.numel() == 1 && w_step.defined() && !kernels::needs_autograd(xq, w2)) {
+    const at::Tensor w_steps = w_step.numel() == 1 ? w_step.expand({w2.size(0)}) : w_step;
+    // The fake-quantized values are (code - zero point) * step: dividing gives the centred
+    // codes back exactly.
+    const at::Tensor a_codes = at::round(xq / x_step);
+    const at::Tensor w_codes = at::round(w2 / w_steps.reshape({-1, 1}));
+    return kernels::code_linear(a_codes, w_codes, x_step * w_steps, bias, activation);
+  }
+  return kernels::linear(xq, w2, bias, activation, numerics);
+}
+
 Linear::Linear(int64_t in_features, int64_t out_features, bool has_bias, Numerics numerics_) : numerics(numerics_) {
   weight = empty_param(*this, "weight", {out_features, in_features});
   if (has_bias) bias = empty_param(*this, "bias", {out_features});
@@ -16,7 +35,7 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool has_bias, Numeric
 
 at::Tensor Linear::forward(const at::Tensor& x, Activation activation) const {
   if (!quant.any()) return kernels::linear(x, weight, bias, activation, numerics);
-  return kernels::linear(quantize_at(quant.input, x), quantize_at(quant.weight, weight), bias, activation, numerics);
+  return quantized_matmul(quant, x, weight, bias, activation, numerics);
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps_) : eps(eps_) {
@@ -51,6 +70,16 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_
 }
 
 at::Tensor Conv2d::forward(const at::Tensor& x) const {
+  if (quant.integer) return kernels::quantized_conv2d(x, *quant.integer, weight.size(-1), stride, padding);
+  if (quant.input && quant.input->grid_step().defined()) {
+    // As the integer runtime computes it: a matmul over the patches (zero padding is exact, as
+    // 0 is on every grid).
+    const int64_t k = weight.size(-1);
+    const int64_t out_h = (x.size(2) + 2 * padding - k) / stride + 1, out_w = (x.size(3) + 2 * padding - k) / stride + 1;
+    const at::Tensor patches = at::im2col(x.contiguous(), {k, k}, {1, 1}, {padding, padding}, {stride, stride});
+    const at::Tensor y = quantized_matmul(quant, patches.transpose(1, 2), weight, bias, Activation::kNone);
+    return y.transpose(1, 2).reshape({x.size(0), -1, out_h, out_w});
+  }
   return at::conv2d(quantize_at(quant.input, x), quantize_at(quant.weight, weight), bias, {stride, stride},
                     {padding, padding});
 }

@@ -12,6 +12,14 @@ namespace ptq4sam::sam {
 using kernels::Activation;
 using kernels::Numerics;
 
+// act(x @ weight^T + bias) through a layer's quantizers, for a Linear or a convolution's
+// patches (weight (N, ...) is flattened to (N, K)). On integer codes when the integer runtime
+// set them; from the codes, accumulated exactly, when both quantizers simulate (so the
+// simulated model and the integer runtime agree bit for bit); else in float32 on the
+// fake-quantized operands (calibration, measurement, autograd).
+at::Tensor quantized_matmul(const LayerQuantPoints& quant, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& bias, Activation activation, Numerics numerics = Numerics::kFast);
+
 // torch.nn.Linear.
 class Linear : public torch::nn::Module {
  public:

@@ -144,9 +144,8 @@ at::Tensor ImageEncoderViT::forward(const at::Tensor& image) const {
   at::Tensor x = patch_embed->forward(image) + pos_embed;
   for (const auto& block : blocks) x = block->forward(x);
   // The 1x1 convolution and the first LayerNorm2d run channels-last, as a matmul.
-  const at::Tensor w1 = quantize_at(neck_conv1->quant.weight, neck_conv1->weight);
-  x = quantize_at(neck_conv1->quant.input, x);
-  x = neck_norm1->forward_channels_last(kernels::linear(x, w1.view({w1.size(0), -1}), at::Tensor()));
+  x = neck_norm1->forward_channels_last(
+      sam::quantized_matmul(neck_conv1->quant, x, neck_conv1->weight, at::Tensor(), Activation::kNone));
   x = neck_conv2->forward(x.permute({0, 3, 1, 2}).contiguous());
   return neck_norm2->forward(x).contiguous();
 }

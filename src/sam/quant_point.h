@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "kernels/attention.h"
+#include "kernels/quantized_linear.h"
 
 namespace ptq4sam::sam {
 
@@ -18,6 +19,12 @@ class QuantPoint {
   virtual at::Tensor apply(const at::Tensor& x, const at::Tensor& value) = 0;
   // Whether apply() must see a whole tensor at once (an observer at work), not chunks of it.
   virtual bool needs_whole_tensor() const = 0;
+  // Whether apply() acts on each element alone, ignoring `value`, so that any slice of a
+  // tensor may be passed through it on its own.
+  virtual bool elementwise() const = 0;
+  // When apply() returns exactly (code - zero_point) * step on an affine grid: the step, one
+  // element per tensor or one per channel along dim 0. Undefined otherwise.
+  virtual at::Tensor grid_step() const = 0;
 };
 
 using QuantPointPtr = std::shared_ptr<QuantPoint>;
@@ -28,14 +35,17 @@ inline at::Tensor quantize_at(const QuantPointPtr& point, const at::Tensor& x, c
 
 // The attention kernel's hook for a softmax quantizer (none when there is none).
 inline kernels::ProbabilityHook softmax_hook(const QuantPointPtr& point) {
-  if (!point) return nullptr;
-  return [point](const at::Tensor& probs, const at::Tensor& values) { return point->apply(probs, values); };
+  if (!point) return {};
+  return {[point](const at::Tensor& probs, const at::Tensor& values) { return point->apply(probs, values); },
+          point->elementwise()};
 }
 
-// The quantizers of a Linear or Conv2d: its input and its weight.
+// The quantizers of a Linear or Conv2d: its input and its weight. `integer`, set by the integer
+// runtime, replaces both: the layer then runs on integer codes (kernels/quantized_linear.h).
 struct LayerQuantPoints {
   QuantPointPtr input, weight;
-  bool any() const { return input || weight; }
+  std::shared_ptr<const kernels::IntegerLinear> integer;
+  bool any() const { return input || weight || integer; }
   bool needs_whole_tensor() const {
     return (input && input->needs_whole_tensor()) || (weight && weight->needs_whole_tensor());
   }

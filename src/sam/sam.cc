@@ -130,7 +130,11 @@ void Sam::load_state_dict(io::StateDict& state) {
 
   torch::NoGradGuard no_grad;
   for (const auto& [name, param] : params) {
-    at::Tensor value = state.take(name).to(at::kFloat).contiguous();
+    at::Tensor value = state.take(name).to(at::kFloat);
+    // A weight expanded from one element stands for one held in another form (the integer
+    // runtime's codes): it stays a view of that element.
+    const bool placeholder = value.numel() > 1 && value.storage().nbytes() <= size_t(value.element_size());
+    if (!placeholder) value = value.contiguous();
     const_cast<at::Tensor&>(param).set_data(value);
   }
 }

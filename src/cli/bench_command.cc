@@ -1,0 +1,200 @@
+// `ptq4sam bench`: image-embedding and decoder time, peak RSS and size of one or more models,
+// a table row each. Several models are measured one process each, so that every row's peak
+// RSS is that model's own.
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "cli/commands.h"
+#include "sam/predictor.h"
+#include "util/error.h"
+
+extern char** environ;
+
+namespace ptq4sam::cli {
+namespace {
+
+struct BenchOptions {
+  std::vector<std::string> models;
+  quant::Backend backend = quant::Backend::kInteger;
+  int runs = 3, threads = 0, boxes = 8;
+  bool json_row = false;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return double(usage.ru_maxrss) / 1024.0;  // KiB on Linux
+}
+
+// Bytes of the weights the model holds: every parameter and buffer (each storage once) and the
+// integer layers' codes, scales and sums.
+int64_t resident_weight_bytes(const LoadedModel& loaded) {
+  std::set<const void*> seen;
+  int64_t bytes = 0;
+  for (const auto& [name, tensor] : loaded.sam->state_tensors()) {
+    const auto& storage = tensor.storage();
+    if (seen.insert(storage.data()).second) bytes += int64_t(storage.nbytes());
+  }
+  if (loaded.quantized)
+    for (const auto& site : loaded.quantized->layer_sites())
+      if (site.points->integer) bytes += site.points->integer->weight.resident_bytes();
+  return bytes;
+}
+
+// One model, in this process.
+nlohmann::json measure(const std::string& path, const BenchOptions& o) {
+  const auto t_load = std::chrono::steady_clock::now();
+  const LoadedModel loaded = load_model(path, o.backend);
+  const double load_s = seconds_since(t_load);
+  const std::string kind = loaded.quantized ? "W" + std::to_string(loaded.quantized->config().w.bit) + "A" +
+                                                  std::to_string(loaded.quantized->config().a.bit) + " " +
+                                                  backend_name(o.backend)
+                                            : std::string("FP32");
+  // A fixed pseudo-random 1024 x 768 picture: the encoder's cost does not depend on content.
+  at::manual_seed(0);
+  const at::Tensor image = at::randint(0, 256, {768, 1024, 3}, at::kByte);
+  std::vector<sam::Prompt> prompts;
+  for (int i = 0; i < o.boxes; ++i) {
+    sam::Prompt p;
+    const double x = 40.0 + 100.0 * (i % 8), y = 60.0 + 150.0 * double(i / 8 % 4);
+    p.box = sam::Box{x, y, x + 180.0, y + 160.0};
+    prompts.push_back(p);
+  }
+  sam::Predictor predictor(loaded.sam);
+  std::vector<double> embed, decode;
+  for (int run = 0; run < o.runs; ++run) {
+    const auto t_embed = std::chrono::steady_clock::now();
+    predictor.set_image(image);
+    embed.push_back(seconds_since(t_embed));
+    const auto t_decode = std::chrono::steady_clock::now();
+    predictor.predict(prompts, false);
+    decode.push_back(seconds_since(t_decode));
+    std::fprintf(stderr, "\rbench: %s [%d/%d] embed %.3f s   ", kind.c_str(), run + 1, o.runs, embed.back());
+    std::fflush(stderr);
+  }
+  std::fprintf(stderr, "\n");
+  std::error_code ec;
+  const auto file_bytes = std::filesystem::file_size(path, ec);
+  return {{"model", path},
+          {"kind", kind},
+          {"load_seconds", load_s},
+          {"embed_min_seconds", *std::min_element(embed.begin(), embed.end())},
+          {"embed_median_seconds", median(embed)},
+          {"decoder_median_seconds", median(decode)},
+          {"boxes", o.boxes},
+          {"peak_rss_mb", peak_rss_mb()},
+          {"file_mb", ec ? 0.0 : double(file_bytes) / 1e6},
+          {"weights_mb", double(resident_weight_bytes(loaded)) / 1e6}};
+}
+
+// Runs this binary on one model with --json-row and returns the row it prints.
+nlohmann::json measure_in_child(const std::string& path, const BenchOptions& o) {
+  std::vector<std::string> args = {"ptq4sam", "bench", "--json-row", "--model", path,
+                                   "--backend", backend_name(o.backend), "--runs", std::to_string(o.runs),
+                                   "--threads", std::to_string(o.threads), "--boxes", std::to_string(o.boxes)};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int out[2];
+  if (pipe(out) != 0) throw Error("bench", "cannot create a pipe");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  pid_t pid = 0;
+  const int spawned = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  std::string text;
+  if (spawned == 0) {
+    char buffer[4096];
+    ssize_t n = 0;
+    while ((n = read(out[0], buffer, sizeof buffer)) > 0) text.append(buffer, size_t(n));
+  }
+  close(out[0]);
+  if (spawned != 0) throw Error("bench", "cannot run /proc/self/exe");
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw Error(path, "bench of this model failed (see above)");
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    throw Error(path, "bench of this model printed no result");
+  }
+}
+
+void print_table(const std::vector<nlohmann::json>& rows) {
+  std::printf("%-40s %-16s %10s %10s %12s %10s %9s %11s\n", "model", "kind", "embed min", "embed med",
+              "decoder/batch", "peak RSS", "file MB", "weights MB");
+  for (const auto& r : rows) {
+    std::string name = std::filesystem::path(r["model"].get<std::string>()).filename().string();
+    if (name.size() > 40) name = "..." + name.substr(name.size() - 37);
+    std::printf("%-40s %-16s %8.3f s %8.3f s %10.1f ms %7.0f MB %9.1f %11.1f\n", name.c_str(),
+                r["kind"].get<std::string>().c_str(), r["embed_min_seconds"].get<double>(),
+                r["embed_median_seconds"].get<double>(), 1e3 * r["decoder_median_seconds"].get<double>(),
+                r["peak_rss_mb"].get<double>(), r["file_mb"].get<double>(), r["weights_mb"].get<double>());
+  }
+}
+
+int run_bench(const BenchOptions& o) {
+  if (o.runs < 1) throw Error("--runs " + std::to_string(o.runs), "must be at least 1");
+  if (o.boxes < 1) throw Error("--boxes " + std::to_string(o.boxes), "must be at least 1");
+  for (const auto& model : o.models)
+    if (!std::filesystem::is_regular_file(model)) throw Error(model, "no such model file");
+  if (o.json_row || o.models.size() == 1) {
+    init_runtime(o.threads);
+    const nlohmann::json row = measure(o.models[0], o);
+    if (o.json_row) {
+      std::printf("%s\n", row.dump().c_str());
+    } else {
+      print_table({row});
+    }
+    return 0;
+  }
+  std::vector<nlohmann::json> rows;
+  for (const auto& model : o.models) rows.push_back(measure_in_child(model, o));
+  print_table(rows);
+  return 0;
+}
+
+}  // namespace
+
+Runner add_bench_command(CLI::App& app) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* cmd = app.add_subcommand("bench", "Time the image encoder and mask decoder; peak memory and size per model");
+  cmd->footer(
+      "Example:\n"
+      "  ptq4sam bench --model sam_vit_b.pth --model w8a8.safetensors --model w4a4.safetensors --threads 2\n"
+      "  prints one row per model: image-embedding time (min and median over --runs), decoder time for\n"
+      "  one batch of --boxes box prompts, peak RSS (each model in its own process), file size and the\n"
+      "  bytes of weights held in memory.");
+  cmd->add_option("--model", o->models, "SAM checkpoint (.pth) or quantized artifact (.safetensors); repeatable")
+      ->required();
+  add_backend_option(*cmd, o->backend);
+  cmd->add_option("--runs", o->runs, "Timed runs per model")->capture_default_str();
+  cmd->add_option("--boxes", o->boxes, "Box prompts in the decoder's batch")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
+  cmd->add_flag("--json-row", o->json_row, "Measure the first model in this process and print its row as JSON");
+  return [o]() { return run_bench(*o); };
+}
+
+}  // namespace ptq4sam::cli
