@@ -165,13 +165,16 @@ at::Tensor fake_log_quantize(const at::Tensor& x, double scale, const QuantRange
   if ((at::GradMode::is_enabled() && x.requires_grad()) || x.scalar_type() != at::kFloat)
     return fake_log_quantize_autograd(x, scale, levels, tau);
   // AGQ's search runs this dozens of times on every attention map: one pass, no temporaries.
-  const LogQuantTable table(scale, range, tau);
+  return LogQuantTable(scale, range, tau).apply(x);
+}
+
+at::Tensor LogQuantTable::apply(const at::Tensor& x) const {
   const at::Tensor input = x.contiguous();
   at::Tensor out = at::empty_like(input);
   const float* in = input.data_ptr<float>();
   float* dst = out.data_ptr<float>();
   at::parallel_for(0, input.numel(), 1 << 16,
-                   [&](int64_t begin, int64_t end) { table.apply(in + begin, dst + begin, end - begin); });
+                   [&](int64_t begin, int64_t end) { apply(in + begin, dst + begin, end - begin); });
   return out;
 }
 

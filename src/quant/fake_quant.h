@@ -43,6 +43,8 @@ class LogQuantTable {
  public:
   LogQuantTable(double scale, const QuantRange& range, double tau);
   void apply(const float* in, float* out, int64_t n) const;
+  // apply() over a float32 tensor, in parallel.
+  at::Tensor apply(const at::Tensor& x) const;
 
  private:
   int64_t code_of(float x) const;

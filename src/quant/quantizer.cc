@@ -145,8 +145,14 @@ void LogQuantizer::settle() {
 void LogQuantizer::set_params(double scale, double tau) {
   scale_ = scale;
   tau_ = tau;
+  table_ = tau > 0 ? std::make_shared<const LogQuantTable>(scale, range(), tau) : nullptr;
 }
 
-at::Tensor LogQuantizer::fake_quantize(const at::Tensor& x) const { return fake_log_quantize(x, scale_, range(), tau_); }
+at::Tensor LogQuantizer::fake_quantize(const at::Tensor& x) const {
+  // The attention calls this on every slice of rows: the table is built once.
+  if (table_ && x.scalar_type() == at::kFloat && !(at::GradMode::is_enabled() && x.requires_grad()))
+    return table_->apply(x);
+  return fake_log_quantize(x, scale_, range(), tau_);
+}
 
 }  // namespace ptq4sam::quant

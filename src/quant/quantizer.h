@@ -118,6 +118,7 @@ class LogQuantizer : public Quantizer {
  private:
   AgqObserver observer_;
   double scale_ = 0, tau_ = 0;
+  std::shared_ptr<const LogQuantTable> table_;
 };
 
 }  // namespace ptq4sam::quant
