@@ -1,5 +1,4 @@
 #include <cstdio>
-#include <map>
 
 #include "cli/commands.h"
 
@@ -30,12 +29,14 @@ LoadedModel load_model(const std::string& path, quant::Backend backend) {
 }
 
 void add_backend_option(CLI::App& cmd, quant::Backend& backend) {
-  const std::map<std::string, quant::Backend> names = {{"integer", quant::Backend::kInteger},
-                                                       {"simulated", quant::Backend::kSimulated}};
-  cmd.add_option("--backend", backend,
-                 "How a quantized artifact runs: integer (u8 x s8 kernels) or simulated (fake-quant float32)")
-      ->transform(CLI::CheckedTransformer(names, CLI::ignore_case))
-      ->default_str("integer");
+  cmd.add_option_function<std::string>(
+         "--backend",
+         [&backend](const std::string& name) {
+           backend = name == "simulated" ? quant::Backend::kSimulated : quant::Backend::kInteger;
+         },
+         "How a quantized artifact runs: integer (u8 x s8 kernels) or simulated (fake-quant float32)")
+      ->check(CLI::IsMember({"integer", "simulated"}))
+      ->option_text("integer|simulated (default: integer)");
 }
 
 const char* backend_name(quant::Backend backend) {
