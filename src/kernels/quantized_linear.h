@@ -58,12 +58,6 @@ inline at::Tensor quantized_linear(const at::Tensor& x, const IntegerLinear& lay
   return quantized_linear(x, layer.input, layer.weight, activation);
 }
 
-// torch.nn.functional.conv2d (square kernel, stride and padding, no dilation or groups) of an
-// (B, C, H, W) x on integer codes, as a matmul over its patches; `layer.weight` holds the
-// (O, C * kernel * kernel) codes. Zero padding is exact: 0 quantizes to the zero point.
-at::Tensor quantized_conv2d(const at::Tensor& x, const IntegerLinear& layer, int64_t kernel, int64_t stride,
-                            int64_t padding);
-
 // The same numbers from fake-quantized operands: act(float(acc) * scale + bias) with acc =
 // a_codes @ w_codes^T summed exactly, where a_codes (..., K) and w_codes (N, K) are float32
 // tensors of integer values (code - zero point, |value| <= 255) and scale (N) is the input's

@@ -196,16 +196,6 @@ bool integer_matmul_exact() {
          isa == dnnl::cpu_isa::avx512_core_amx || isa == dnnl::cpu_isa::avx2_vnni;
 }
 
-at::Tensor quantized_conv2d(const at::Tensor& x, const IntegerLinear& layer, int64_t kernel, int64_t stride,
-                            int64_t padding) {
-  const int64_t b = x.size(0), h = x.size(2), w = x.size(3);
-  const int64_t out_h = (h + 2 * padding - kernel) / stride + 1, out_w = (w + 2 * padding - kernel) / stride + 1;
-  // (B, C * k * k, L) patches, channel-major as the weight's rows are.
-  const at::Tensor patches = at::im2col(x.contiguous(), {kernel, kernel}, {1, 1}, {padding, padding}, {stride, stride});
-  const at::Tensor y = quantized_linear(patches.transpose(1, 2), layer);  // (B, L, O)
-  return y.transpose(1, 2).reshape({b, -1, out_h, out_w});
-}
-
 at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& input, const QuantizedWeight& weight,
                             Activation activation) {
   const int64_t k = weight.in_features, n = weight.out_features();

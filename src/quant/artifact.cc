@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
+#include <numeric>
 #include <set>
 
 #include "io/checkpoint.h"
@@ -158,18 +160,21 @@ std::unique_ptr<QuantizedSam> load_artifact(const std::string& path, const LoadO
   std::vector<std::string> fallback;
   for (const auto& [name, tensor] : file.tensors) {
     if (!weights.contains(name)) continue;
-    const auto [codes, shape] = codes_of(name, tensor);
-    const auto [scale, zp] = channel_params(name, shape[0]);
     if (integer) {
-      const std::string layer = name.substr(0, name.rfind(".weight"));
-      if (options.integer_matmul_exact && per_tensor_inputs && codes.size(1) <= (int64_t(1) << 15)) {
+      // The codes are read when the integer layer is made, below.
+      const std::vector<int64_t> shape = weights[name].at("shape").get<std::vector<int64_t>>();
+      const int64_t in_features =
+          shape.empty() ? 0 : std::accumulate(shape.begin() + 1, shape.end(), int64_t(1), std::multiplies<>());
+      if (options.integer_matmul_exact && per_tensor_inputs && in_features <= (int64_t(1) << 15)) {
         integer_weights.insert(name);
         // Right shape, one element of storage: only make_sam's shape checks see it.
         state.insert(name, at::zeros({1}).expand(shape));
         continue;
       }
-      fallback.push_back(layer);
+      fallback.push_back(name.substr(0, name.rfind(".weight")));
     }
+    const auto [codes, shape] = codes_of(name, tensor);
+    const auto [scale, zp] = channel_params(name, shape[0]);
     state.insert(name, ((codes - zp).to(at::kFloat) * scale).reshape(shape));
   }
   std::set<std::string> quantizer_tensors;

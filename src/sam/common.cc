@@ -70,10 +70,9 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_
 }
 
 at::Tensor Conv2d::forward(const at::Tensor& x) const {
-  if (quant.integer) return kernels::quantized_conv2d(x, *quant.integer, weight.size(-1), stride, padding);
-  if (quant.input && quant.input->grid_step().defined()) {
-    // As the integer runtime computes it: a matmul over the patches (zero padding is exact, as
-    // 0 is on every grid).
+  if (quant.integer || (quant.input && quant.input->grid_step().defined())) {
+    // On codes, a matmul over the patches, in both backends (zero padding is exact: 0 is on
+    // every grid).
     const int64_t k = weight.size(-1);
     const int64_t out_h = (x.size(2) + 2 * padding - k) / stride + 1, out_w = (x.size(3) + 2 * padding - k) / stride + 1;
     const at::Tensor patches = at::im2col(x.contiguous(), {k, k}, {1, 1}, {padding, padding}, {stride, stride});
