@@ -94,6 +94,35 @@ TEST_F(QuantizeCli, DetectionsAloneNameTheImages) {
                "needs --calib-annotations");
 }
 
+// A config with `recon` reconstructs every block (PTQ4SAM-L) and reports each one; --no-recon
+// skips it; a CUDA request on this CPU build is one clear error.
+TEST_F(QuantizeCli, ReconstructsWithAReconConfig) {
+  test::write_bytes(file("recon.yaml"), test::read_bytes(file("fast.yaml")) +
+                                            "recon: {batch_size: 1, scale_lr: 4.0e-5, warm_up: 0.2, weight: 0.01, iters: 500, "
+                                            "b_range: [20, 2], keep_gpu: False, round_mode: learned_hard_sigmoid, drop_prob: 0.5}\n");
+  const std::string out = file("recon.safetensors"), report = file("recon.json");
+  const std::string args = calib_args(file("synth/images")) + " --config " + file("recon.yaml") + " --quant-encoder --out " + out;
+  const auto r = test::run_cli("quantize " + args + " --recon-iters 4 --seed 3 --report " + report);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("reconstruction: 4 iterations per block"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(out + ".recon.safetensors"));  // done: the artifact holds it all
+  const auto j = nlohmann::json::parse(test::read_bytes(report));
+  ASSERT_TRUE(j.contains("reconstruction")) << j.dump();
+  // 2 encoder blocks (attention, MLP), the neck, 2 decoder layers of 4 blocks, the final attention.
+  ASSERT_EQ(j["reconstruction"].size(), 2u * 2u + 1u + 2u * 4u + 1u);
+  EXPECT_EQ(j["reconstruction"][0]["block"], "image_encoder.blocks.0.attn");
+  for (const auto& b : j["reconstruction"]) {
+    EXPECT_GT(b["mse_before"].get<double>(), 0.0) << b.dump();
+    EXPECT_GE(b["mse_after"].get<double>(), 0.0) << b.dump();
+    EXPECT_GT(b["seconds"].get<double>(), 0.0) << b.dump();
+  }
+
+  const auto skipped = test::run_cli("quantize " + args + " --no-recon --report " + report);
+  ASSERT_EQ(skipped.exit_code, 0) << skipped.output;
+  EXPECT_FALSE(nlohmann::json::parse(test::read_bytes(report)).contains("reconstruction"));
+  expect_error(args + " --device cuda", "--device cuda: this LibTorch build has no CUDA support");
+}
+
 TEST_F(QuantizeCli, EmptyCalibrationFolder) {
   std::filesystem::create_directories(file("empty"));
   expect_error(calib_args(file("empty")) + " --config " + file("fast.yaml") + " --out " + file("x.safetensors"),

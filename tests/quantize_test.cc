@@ -47,8 +47,16 @@ TEST(QuantConfig, ShippedConfigsParse) {
     EXPECT_EQ(c.calibrate, 32);
     EXPECT_TRUE(c.ptq4sam.big);
     EXPECT_TRUE(c.ptq4sam.agq);
-    ASSERT_TRUE(c.recon.has_value());
+    EXPECT_FALSE(c.recon.has_value());  // PTQ4SAM-S
+  }
+  for (const int bit : {4, 6}) {
+    const auto c = quant::load_quant_config(std::string(PTQ4SAM_SOURCE_DIR) + "/configs/w" + std::to_string(bit) + "a" +
+                                            std::to_string(bit) + "_recon.yaml");
+    EXPECT_EQ(c.a.bit, bit);
+    ASSERT_TRUE(c.recon.has_value());  // PTQ4SAM-L
     EXPECT_EQ(c.recon->iters, 20000);
+    EXPECT_DOUBLE_EQ(c.recon->drop_prob, 0.5);
+    EXPECT_EQ(c.recon->b_range, std::make_pair(20.0, 2.0));
   }
 }
 

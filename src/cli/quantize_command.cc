@@ -1,5 +1,6 @@
-// `ptq4sam quantize`: PTQ4SAM-S (calibration only) of an official checkpoint into a
-// self-contained quantized artifact, with an optional per-quantizer report.
+// `ptq4sam quantize`: PTQ4SAM-S (calibration) of an official checkpoint, then PTQ4SAM-L (QDrop
+// block reconstruction) when the config has a `recon` section, into a self-contained quantized
+// artifact, with an optional per-quantizer report.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -15,6 +16,7 @@
 #include "io/image.h"
 #include "quant/artifact.h"
 #include "quant/calibrate.h"
+#include "quant/reconstruct.h"
 #include "util/error.h"
 
 namespace ptq4sam::cli {
@@ -25,6 +27,52 @@ struct QuantizeOptions {
   int calib_count = 0;  // 0: the config's `calibrate`
   bool quant_encoder = false;
   int threads = 0;
+  bool no_recon = false;
+  uint64_t seed = 0;
+  std::string device = "cpu";
+  int recon_iters = -1;  // -1: the config's recon.iters
+  std::string recon_checkpoint;  // "": <out>.recon.safetensors
+};
+
+// What a reconstruction checkpoint must have been written by: the same model file, config,
+// seed, iterations and calibration images.
+std::string run_fingerprint(const QuantizeOptions& o, const quant::QuantConfig& config, const std::vector<std::string>& samples) {
+  std::error_code ec;
+  std::string text = std::filesystem::absolute(o.model, ec).string() + "|" +
+                     std::to_string(std::filesystem::file_size(o.model, ec)) + "|" + config.source + "|" +
+                     std::to_string(o.seed) + "|" + std::to_string(config.recon->iters) + "|" +
+                     (o.quant_encoder ? "encoder" : "decoder");
+  for (const auto& s : samples) text += "|" + s;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(std::hash<std::string>{}(text)));
+  return hex;
+}
+
+// One line, redrawn: "recon [3/9] <block> train 120/200 rec 0.0123 round 4.56 b 12.3 ETA 00:01:10".
+class ReconLine {
+ public:
+  void operator()(const quant::ReconStatus& s) {
+    const auto now = std::chrono::steady_clock::now();
+    if (s.name != block_ || s.stage != stage_) {
+      block_ = s.name;
+      stage_ = s.stage;
+      stage_start_ = now;
+    }
+    const double elapsed = std::chrono::duration<double>(now - stage_start_).count();
+    const long eta = s.iter > 0 ? long(elapsed / double(s.iter) * double(s.iters - s.iter)) : 0;
+    if (s.stage == "collect")
+      std::fprintf(stderr, "\r\033[Krecon [%zu/%zu] %s: data %lld/%lld img", s.block + 1, s.blocks, s.name.c_str(),
+                   static_cast<long long>(s.iter), static_cast<long long>(s.iters));
+    else
+      std::fprintf(stderr, "\r\033[Krecon [%zu/%zu] %s: iter %lld/%lld rec %.4g round %.4g b %.1f ETA %02ld:%02ld:%02ld",
+                   s.block + 1, s.blocks, s.name.c_str(), static_cast<long long>(s.iter), static_cast<long long>(s.iters),
+                   s.rec_loss, s.round_loss, s.b, eta / 3600, (eta / 60) % 60, eta % 60);
+    std::fflush(stderr);
+  }
+
+ private:
+  std::string block_, stage_;
+  std::chrono::steady_clock::time_point stage_start_;
 };
 
 // The calibration images in file order: the annotation file's images found in the folder,
@@ -167,7 +215,11 @@ nlohmann::json quantizer_json(const quant::Quantizer& q, double sqnr) {
 
 int run_quantize(const QuantizeOptions& o) {
   init_runtime(o.threads);
-  const quant::QuantConfig config = quant::load_quant_config(o.config);
+  quant::QuantConfig config = quant::load_quant_config(o.config);
+  if (config.recon && o.recon_iters >= 0) config.recon->iters = o.recon_iters;
+  const bool recon = config.recon.has_value() && !o.no_recon;
+  if (o.device == "cuda" && !torch::cuda::is_available())
+    throw Error("--device cuda", "this LibTorch build has no CUDA support or sees no GPU");
   const size_t count = size_t(o.calib_count > 0 ? o.calib_count : config.calibrate);
   if (!std::filesystem::is_directory(o.calib_images)) throw Error(o.calib_images, "is not a directory");
   if (o.calib_annotations.empty() && o.calib_prompts.empty())
@@ -178,6 +230,7 @@ int run_quantize(const QuantizeOptions& o) {
   if (set.without_prompts > 0) std::fprintf(stderr, "skipped %zu images without prompts\n", set.without_prompts);
 
   auto model = sam::load_sam(o.model);
+  if (o.device != "cpu") model->to(torch::Device(o.device));
   std::fprintf(stderr, "model: %s\n", model->config.describe().c_str());
   quant::QuantizedSam qsam(model, config, o.quant_encoder);
   std::fprintf(stderr, "W%dA%d, %zu quantizers%s, BIG %s, AGQ %s, %zu calibration images\n", config.w.bit, config.a.bit,
@@ -197,8 +250,35 @@ int run_quantize(const QuantizeOptions& o) {
     std::fprintf(stderr, "BIG %s: %s (%d peaks)\n", site.name.c_str(), site.decision.bimodal ? "bimodal, folded" : "unimodal",
                  site.decision.peaks);
 
+  std::vector<quant::ReconBlockResult> recon_results;
+  const std::string checkpoint = o.recon_checkpoint.empty() ? o.out + ".recon.safetensors" : o.recon_checkpoint;
+  if (recon) {
+    std::vector<std::string> names;
+    for (const auto* image : set.images) names.push_back(image->file_name);
+    quant::ReconOptions ro;
+    ro.config = *config.recon;
+    ro.seed = o.seed;
+    ro.checkpoint = checkpoint;
+    ro.fingerprint = run_fingerprint(o, config, names);
+    ReconLine line;
+    ro.progress = [&line](const quant::ReconStatus& s) { line(s); };
+    if (std::filesystem::exists(checkpoint)) std::fprintf(stderr, "resuming from %s\n", checkpoint.c_str());
+    std::fprintf(stderr, "reconstruction: %d iterations per block, drop_prob %g, seed %llu\n", ro.config.iters,
+                 ro.config.drop_prob, static_cast<unsigned long long>(o.seed));
+    recon_results = quant::reconstruct(qsam, count, source, ro);
+    std::fprintf(stderr, "\n");
+    double total = 0;
+    for (const auto& r : recon_results) {
+      std::fprintf(stderr, "recon %-58s mse %.4g -> %.4g  %.1f s%s\n", r.block.c_str(), r.mse_before, r.mse_after,
+                   r.seconds, r.resumed ? " (checkpoint)" : "");
+      total += r.seconds;
+    }
+    std::fprintf(stderr, "reconstruction: %zu blocks, %.1f s\n", recon_results.size(), total);
+  }
+
   quant::save_artifact(qsam, o.out);
   std::error_code ec;
+  if (recon) std::filesystem::remove(checkpoint, ec);  // the artifact holds everything now
   const auto out_bytes = std::filesystem::file_size(o.out, ec), in_bytes = std::filesystem::file_size(o.model, ec);
 
   if (!o.report.empty()) {
@@ -218,6 +298,17 @@ int run_quantize(const QuantizeOptions& o) {
     nlohmann::json big = nlohmann::json::object();
     for (const auto& site : qsam.big_sites()) big[site.name] = {{"bimodal", site.decision.bimodal}, {"peaks", site.decision.peaks}};
     report["big"] = big;
+    if (recon) {
+      nlohmann::json entries = nlohmann::json::array();
+      for (const auto& r : recon_results)
+        entries.push_back({{"block", r.block},
+                           {"mse_before", r.mse_before},
+                           {"mse_after", r.mse_after},
+                           {"seconds", r.seconds},
+                           {"seconds_per_iter", r.seconds_per_iter}});
+      report["reconstruction"] = entries;
+      report["recon_seed"] = o.seed;
+    }
     std::map<std::string, std::vector<double>> per_block;
     nlohmann::json list = nlohmann::json::array();
     for (const auto& q : qsam.quantizers()) {
@@ -247,13 +338,16 @@ int run_quantize(const QuantizeOptions& o) {
 
 Runner add_quantize_command(CLI::App& app) {
   auto o = std::make_shared<QuantizeOptions>();
-  auto* cmd = app.add_subcommand("quantize", "Quantize SAM with PTQ4SAM (calibration: BIG, AGQ, observers)");
+  auto* cmd = app.add_subcommand(
+      "quantize", "Quantize SAM with PTQ4SAM (calibration: BIG, AGQ, observers; QDrop reconstruction with a 'recon' config)");
   cmd->footer(
       "Example:\n"
       "  ptq4sam quantize --model sam_vit_b_01ec64.pth --config configs/w6a6.yaml \\\n"
       "      --calib-images train2017 --calib-annotations instances_train2017.json \\\n"
       "      --out sam_b_w6a6.safetensors --report report.json\n"
-      "The artifact runs with 'ptq4sam segment|eval --model sam_b_w6a6.safetensors'.");
+      "The artifact runs with 'ptq4sam segment|eval --model sam_b_w6a6.safetensors'.\n"
+      "PTQ4SAM-L: --config configs/w6a6_recon.yaml adds QDrop reconstruction (--recon-iters to shorten it);\n"
+      "a killed run started again with the same arguments continues from its last finished block.");
   cmd->add_option("--model", o->model, "Official SAM checkpoint (.pth)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--config", o->config, "Quantization config (YAML with the seed's keys, e.g. configs/w6a6.yaml)")
       ->required()
@@ -272,6 +366,14 @@ Runner add_quantize_command(CLI::App& app) {
   cmd->add_option("--out", o->out, "Quantized artifact to write (.safetensors)")->required();
   cmd->add_option("--report", o->report, "Write a JSON report: every quantizer's parameters and SQNR on the calibration data");
   cmd->add_option("--threads", o->threads, "Threads (0 = all cores)");
+  cmd->add_flag("--no-recon", o->no_recon, "Skip reconstruction even when the config has a 'recon' section (PTQ4SAM-S only)");
+  cmd->add_option("--seed", o->seed, "Seed of reconstruction's random choices: the same seed gives the same artifact");
+  cmd->add_option("--device", o->device, "Where reconstruction runs")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--recon-iters", o->recon_iters, "Iterations per block, instead of the config's recon.iters")
+      ->check(CLI::Range(0, 100000000));
+  cmd->add_option("--recon-checkpoint", o->recon_checkpoint,
+                  "Reconstruction progress file, rewritten after each block; a run started again with the same "
+                  "arguments continues from it (default: <out>.recon.safetensors, removed once the artifact is written)");
   return [o] { return run_quantize(*o); };
 }
 

@@ -3,7 +3,9 @@
 namespace ptq4sam::quant {
 namespace {
 
+// Per output channel (axis 0), or one value for the whole tensor.
 at::Tensor channel_view(const at::Tensor& t, const at::Tensor& like) {
+  if (t.numel() == 1) return t.reshape({});
   std::vector<int64_t> shape(size_t(like.dim()), 1);
   shape[0] = like.size(0);
   return t.reshape(shape);

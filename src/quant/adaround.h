@@ -13,7 +13,7 @@ struct AdaRoundParams {
 };
 
 // alpha = -log((zeta - gamma) / (rest - gamma) - 1), rest = w / scale - floor(w / scale).
-// scale and zero_point are per output channel (axis 0).
+// scale and zero_point are per output channel (axis 0), or single values.
 at::Tensor adaround_init_alpha(const at::Tensor& weight, const at::Tensor& scale, const AdaRoundParams& p = {});
 // clamp(sigmoid(alpha) * (zeta - gamma) + gamma, 0, 1).
 at::Tensor rectified_sigmoid(const at::Tensor& alpha, const AdaRoundParams& p = {});

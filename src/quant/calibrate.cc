@@ -7,8 +7,6 @@
 #include "util/error.h"
 
 namespace ptq4sam::quant {
-namespace {
-
 std::vector<sam::Prompt> box_prompts(const CalibrationSample& sample) {
   std::vector<sam::Prompt> prompts;
   for (const auto& box : sample.boxes) {
@@ -18,6 +16,8 @@ std::vector<sam::Prompt> box_prompts(const CalibrationSample& sample) {
   }
   return prompts;
 }
+
+namespace {
 
 // Encoder on the image, decoder on all its boxes in one batch: what observers see per image.
 sam::Prediction run_sample(sam::Predictor& predictor, const CalibrationSample& sample) {

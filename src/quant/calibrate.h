@@ -21,6 +21,9 @@ struct CalibrationSample {
 };
 
 using SampleSource = std::function<CalibrationSample(size_t index)>;
+
+// A sample's boxes as the decoder's prompts (all of them go in one batch).
+std::vector<sam::Prompt> box_prompts(const CalibrationSample& sample);
 // stage ("big", "activations", "weights", "measure"), samples done, samples in the stage
 using CalibrationProgress = std::function<void(const std::string& stage, size_t done, size_t total)>;
 

@@ -1,6 +1,7 @@
 #include "quant/fake_quant.h"
 
 #include <ATen/Parallel.h>
+#include <torch/autograd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -61,8 +62,9 @@ at::Tensor fake_quantize_per_channel(const at::Tensor& x, const at::Tensor& scal
 
 namespace {
 
-// The seed's ops, differentiable (round_ste): for reconstruction.
-at::Tensor fake_log_quantize_autograd(const at::Tensor& x, double scale, int64_t levels, double tau) {
+// The seed's ops, differentiable (round_ste): for reconstruction. Scale: a double or a tensor.
+template <typename Scale>
+at::Tensor fake_log_quantize_autograd(const at::Tensor& x, const Scale& scale, int64_t levels, double tau) {
   const at::Tensor clamped = at::clamp_min(x, 1e-20);
   const at::Tensor x_int = round_ste(-1 * (clamped / scale).log2() * tau);
   const at::Tensor beyond = x_int >= double(levels);
@@ -166,6 +168,49 @@ at::Tensor fake_log_quantize(const at::Tensor& x, double scale, const QuantRange
     return fake_log_quantize_autograd(x, scale, levels, tau);
   // AGQ's search runs this dozens of times on every attention map: one pass, no temporaries.
   return LogQuantTable(scale, range, tau).apply(x);
+}
+
+namespace {
+
+// The log quantizer with a learnable scale, for float32: the forward is the table's (the seed's
+// values, one pass), the backward one pass of the seed's gradients. Through the
+// straight-through rounding, d out / d x = out / x on the levels; it is zero where the code was
+// clamped to level 0, set to zero past the last level, or x < 1e-20 was clamped. d out / d s is
+// 1 where the code was clamped to level 0; on the levels its two paths (the factor s and the
+// code through log2(x / s)) cancel exactly.
+class LearnableLogQuantize : public torch::autograd::Function<LearnableLogQuantize> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& scale,
+                            int64_t bit, double tau) {
+    const double s = scale.item<double>();
+    const at::Tensor out = LogQuantTable(s, {int(bit), false}, tau).apply(x);
+    ctx->save_for_backward({x, out, scale});
+    ctx->saved_data["tau"] = tau;
+    ctx->saved_data["levels"] = int64_t(1) << bit;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &out = saved[1], &scale = saved[2];
+    const double tau = ctx->saved_data["tau"].toDouble();
+    const int64_t levels = ctx->saved_data["levels"].toInt();
+    const at::Tensor& g = grads[0];
+    const at::Tensor code = at::round(-1 * (at::clamp_min(x, 1e-20) / scale.item<double>()).log2() * tau);
+    const at::Tensor on_levels = (code >= 0) & (code < double(levels)) & (x >= 1e-20);
+    const at::Tensor grad_x = at::where(on_levels, g * out / x, at::zeros({}, g.options()));
+    const at::Tensor grad_scale = (g * (code < 0)).sum().reshape(scale.sizes());
+    return {grad_x, grad_scale, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor fake_log_quantize(const at::Tensor& x, const at::Tensor& scale, const QuantRange& range, double tau) {
+  if (x.scalar_type() == at::kFloat && scale.scalar_type() == at::kFloat && !range.symmetric)
+    return LearnableLogQuantize::apply(x.contiguous(), scale, int64_t(range.bit), tau);
+  return fake_log_quantize_autograd(x, scale.reshape({}), range.quant_max() - range.quant_min() + 1, tau);
 }
 
 at::Tensor LogQuantTable::apply(const at::Tensor& x) const {

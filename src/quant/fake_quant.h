@@ -34,6 +34,9 @@ at::Tensor fake_quantize_per_channel(const at::Tensor& x, const at::Tensor& scal
 // AGQ's log quantizer: s * 2^(-q / tau), q = clamp(round(-tau * log2(x / s)), 0, 2^b - 1), and
 // values whose code would reach 2^b set to 0 (x is clamped to >= 1e-20 first).
 at::Tensor fake_log_quantize(const at::Tensor& x, double scale, const QuantRange& range, double tau);
+// The same with a learnable scale (a one-element tensor): differentiable in x (straight
+// through the rounding) and in the scale, as the seed's AdaptiveGranularityQuantize.
+at::Tensor fake_log_quantize(const at::Tensor& x, const at::Tensor& scale, const QuantRange& range, double tau);
 
 // The log quantizer of one (scale, tau) on raw float32 spans. For integer tau the code comes from
 // the exponent and mantissa bits of x / s (round(tau * log2 m) counts the thresholds

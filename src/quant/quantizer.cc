@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "quant/adaround.h"
 #include "util/error.h"
 
 namespace ptq4sam::quant {
@@ -22,8 +23,11 @@ at::Tensor Quantizer::apply(const at::Tensor& x, const at::Tensor& value) {
     case QuantMode::kCalibrate:
       observe(x.detach(), value.defined() ? value.detach() : value);
       return x;
-    case QuantMode::kSimulate:
-      return fake_quantize(x);
+    case QuantMode::kSimulate: {
+      const at::Tensor quantized = fake_quantize(x);
+      if (drop_prob_ >= 1.0) return quantized;
+      return at::where(at::rand_like(quantized) < drop_prob_, quantized, x);
+    }
     case QuantMode::kMeasure: {
       const at::Tensor xd = x.detach();
       energies_.add(xd, fake_quantize(xd));
@@ -111,9 +115,67 @@ void AffineQuantizer::set_params(const at::Tensor& scale, const at::Tensor& zero
   zero_point_ = zero_point.to(at::kInt).reshape({-1}).contiguous();
 }
 
+at::Tensor AffineQuantizer::grid_step() const {
+  // Soft rounding, dropping and a scale in training leave values off the grid.
+  const bool on_grid = mode() == QuantMode::kSimulate && !(alpha_.defined() && adaround_soft_) &&
+                       drop_prob() >= 1.0 && !scale_.requires_grad();
+  return on_grid ? scale_ : at::Tensor();
+}
+
 at::Tensor AffineQuantizer::fake_quantize(const at::Tensor& x) const {
-  if (ch_axis_ >= 0) return fake_quantize_per_channel(x, scale_, zero_point_.to(at::kFloat), ch_axis_, range());
-  return quant::fake_quantize(x, scale_[0], zero_point_[0].to(at::kFloat), range());
+  if (alpha_.defined())
+    return adaround_quantize(x, scale_, zero_point_.to(at::kFloat), alpha_, range(), !adaround_soft_);
+  at::Tensor scale = scale_;
+  if (scale_.requires_grad()) {
+    const double per_scale = double(x.numel()) / double(ch_axis_ >= 0 ? x.size(ch_axis_) : 1);
+    scale = grad_scale(scale_, 1.0 / std::sqrt(per_scale * double(range().quant_max())));
+  }
+  if (ch_axis_ >= 0) return fake_quantize_per_channel(x, scale, zero_point_.to(at::kFloat), ch_axis_, range());
+  return quant::fake_quantize(x, scale[0], zero_point_[0].to(at::kFloat), range());
+}
+
+std::vector<at::Tensor> AffineQuantizer::begin_scale_learning() {
+  if (!clamp_scale_ || is_weight()) return {};
+  scale_ = scale_.detach().clone().requires_grad_(true);
+  return {scale_};
+}
+
+void AffineQuantizer::settle_learned_scale() {
+  if (!scale_.requires_grad()) return;
+  at::NoGradGuard no_grad;
+  scale_.abs_().clamp_min_(std::numeric_limits<float>::epsilon());
+}
+
+void AffineQuantizer::end_scale_learning() {
+  settle_learned_scale();
+  scale_ = scale_.detach();
+}
+
+at::Tensor AffineQuantizer::begin_adaround(const at::Tensor& weight) {
+  at::NoGradGuard no_grad;
+  alpha_ = adaround_init_alpha(weight.detach(), scale_).requires_grad_(true);
+  adaround_soft_ = true;
+  return alpha_;
+}
+
+at::Tensor AffineQuantizer::adaround_soft_rounding() const {
+  return alpha_.defined() ? rectified_sigmoid(alpha_) : at::Tensor();
+}
+
+void AffineQuantizer::harden_adaround() {
+  if (!alpha_.defined()) return;
+  alpha_ = alpha_.detach();
+  adaround_soft_ = false;
+}
+
+at::Tensor AffineQuantizer::adaround_mask() const {
+  return alpha_.defined() ? (alpha_ >= 0).to(at::kByte) : at::Tensor();
+}
+
+void AffineQuantizer::set_adaround_mask(const at::Tensor& rounds_up) {
+  // Any alpha of the right sign gives the same hard rounding.
+  alpha_ = rounds_up.to(scale_.device(), at::kFloat) * 2 - 1;
+  adaround_soft_ = false;
 }
 
 at::Tensor AffineQuantizer::quantize_codes(const at::Tensor& x) const {
@@ -127,7 +189,8 @@ at::Tensor AffineQuantizer::quantize_codes(const at::Tensor& x) const {
     scale = scale[0];
     zp = zp[0];
   }
-  return at::clamp(at::round(x / scale) + zp, range().quant_min(), range().quant_max()).to(at::kInt);
+  const at::Tensor rounded = alpha_.defined() ? at::floor(x / scale) + (alpha_ >= 0).to(x.scalar_type()) : at::round(x / scale);
+  return at::clamp(rounded + zp, range().quant_min(), range().quant_max()).to(at::kInt);
 }
 
 LogQuantizer::LogQuantizer(std::string name, QuantRange range) : Quantizer(std::move(name), range), observer_(range) {}
@@ -148,7 +211,20 @@ void LogQuantizer::set_params(double scale, double tau) {
   table_ = tau > 0 ? std::make_shared<const LogQuantTable>(scale, range(), tau) : nullptr;
 }
 
+std::vector<at::Tensor> LogQuantizer::begin_scale_learning() {
+  learned_scale_ = at::full({1}, scale_, at::kFloat).requires_grad_(true);
+  return {learned_scale_};
+}
+
+void LogQuantizer::end_scale_learning() {
+  if (!learned_scale_.defined()) return;
+  const double learned = learned_scale_.item<float>();
+  learned_scale_ = at::Tensor();
+  set_params(learned, tau_);
+}
+
 at::Tensor LogQuantizer::fake_quantize(const at::Tensor& x) const {
+  if (learned_scale_.defined()) return fake_log_quantize(x, learned_scale_, range(), tau_);
   // The attention calls this on every slice of rows: the table is built once.
   if (table_ && x.scalar_type() == at::kFloat && !(at::GradMode::is_enabled() && x.requires_grad()))
     return table_->apply(x);

@@ -5,6 +5,7 @@
 // (AGQ) for softmax outputs.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "quant/fake_quant.h"
 #include "quant/observer.h"
@@ -58,6 +59,18 @@ class Quantizer : public sam::QuantPoint {
   // 10 log10(sum x^2 / sum (Q(x) - x)^2) over everything seen in kMeasure; +inf when exact.
   double sqnr_db() const;
 
+  // QDrop, for reconstruction only: while simulating, each element keeps its quantized value
+  // with probability p and its input otherwise (1, the default, quantizes everything).
+  void set_drop_prob(double p) { drop_prob_ = p; }
+  double drop_prob() const { return drop_prob_; }
+  // Reconstruction's learnable scales (the seed's LSQ and AGQ scales): returns the leaf tensors
+  // to optimise, empty when this quantizer learns nothing. fake_quantize differentiates through
+  // them until end_scale_learning(), which keeps their last values.
+  virtual std::vector<at::Tensor> begin_scale_learning() { return {}; }
+  // After each optimiser step: the seed's forward keeps |scale| >= eps for LSQ.
+  virtual void settle_learned_scale() {}
+  virtual void end_scale_learning() {}
+
  protected:
   virtual void observe(const at::Tensor& x, const at::Tensor& value) = 0;
   virtual void settle() = 0;
@@ -69,6 +82,7 @@ class Quantizer : public sam::QuantPoint {
   bool capture_ = false;
   at::Tensor captured_;
   Energies energies_;
+  double drop_prob_ = 1.0;
 };
 
 // Uniform affine quantization with an observer; ch_axis >= 0 for per-channel weights.
@@ -79,7 +93,7 @@ class AffineQuantizer : public Quantizer {
                   bool clamp_scale);
   bool ready() const override { return scale_.defined(); }
   at::Tensor fake_quantize(const at::Tensor& x) const override;
-  at::Tensor grid_step() const override { return mode() == QuantMode::kSimulate ? scale_ : at::Tensor(); }
+  at::Tensor grid_step() const override;
   // The integer codes of x in [quant_min, quant_max] (int32), as fake_quantize rounds them.
   at::Tensor quantize_codes(const at::Tensor& x) const;
   void set_params(const at::Tensor& scale, const at::Tensor& zero_point);
@@ -88,6 +102,23 @@ class AffineQuantizer : public Quantizer {
   int64_t ch_axis() const { return ch_axis_; }
   // Replaces the observer (BIG's keys use the sign-aware MSE search whatever the config says).
   void set_observer(std::unique_ptr<Observer> observer) { observer_ = std::move(observer); }
+
+  // LSQ quantizers (the ones that clamp their scale) learn it; the gradient is scaled by
+  // 1 / sqrt(elements per scale * quant_max), as the seed's use_grad_scaling.
+  std::vector<at::Tensor> begin_scale_learning() override;
+  void settle_learned_scale() override;
+  void end_scale_learning() override;
+
+  // AdaRound of this weight quantizer's `weight` (quant/adaround.h): returns alpha, the leaf
+  // to optimise; fake_quantize then rounds softly (floor + h(alpha)).
+  at::Tensor begin_adaround(const at::Tensor& weight);
+  // h(alpha) in [0, 1], for the rounding regulariser; undefined without AdaRound.
+  at::Tensor adaround_soft_rounding() const;
+  // Fixes the rounding to floor + [alpha >= 0], for fake_quantize and quantize_codes alike.
+  void harden_adaround();
+  // The hardened rounding as uint8 (1: rounds up), undefined without AdaRound; and back.
+  at::Tensor adaround_mask() const;
+  void set_adaround_mask(const at::Tensor& rounds_up);
 
  protected:
   void observe(const at::Tensor& x, const at::Tensor& value) override;
@@ -98,6 +129,8 @@ class AffineQuantizer : public Quantizer {
   std::unique_ptr<Observer> observer_;
   bool clamp_scale_;
   at::Tensor scale_, zero_point_;
+  at::Tensor alpha_;  // AdaRound's rounding variables, shaped as the weight
+  bool adaround_soft_ = false;
 };
 
 // AGQ: s * 2^(-q / tau) for post-softmax attention; tau and s chosen by AgqObserver.
@@ -107,6 +140,9 @@ class LogQuantizer : public Quantizer {
   bool ready() const override { return tau_ > 0; }
   at::Tensor fake_quantize(const at::Tensor& x) const override;
   void set_params(double scale, double tau);
+  // AGQ's scale is learned in float32, as the seed's nn.Parameter.
+  std::vector<at::Tensor> begin_scale_learning() override;
+  void end_scale_learning() override;
   double scale() const { return scale_; }
   double tau() const { return tau_; }
   const AgqObserver& observer() const { return observer_; }
@@ -119,6 +155,7 @@ class LogQuantizer : public Quantizer {
   AgqObserver observer_;
   double scale_ = 0, tau_ = 0;
   std::shared_ptr<const LogQuantTable> table_;
+  at::Tensor learned_scale_;
 };
 
 }  // namespace ptq4sam::quant

@@ -99,7 +99,9 @@ MLPBlock::MLPBlock(int64_t embedding_dim, int64_t mlp_dim, Activation activation
   lin2 = register_module("lin2", std::make_shared<Linear>(mlp_dim, embedding_dim, true, numerics));
 }
 
-at::Tensor MLPBlock::forward(const at::Tensor& x) const { return lin2->forward(lin1->forward(x, activation)); }
+at::Tensor MLPBlock::forward(const at::Tensor& x) const {
+  return tapped(tap, {x}, lin2->forward(lin1->forward(x, activation)));
+}
 
 MLP::MLP(int64_t input_dim, int64_t hidden_dim, int64_t output_dim, int64_t num_layers, Numerics numerics,
          bool sigmoid_output_)

@@ -83,6 +83,7 @@ class MLPBlock : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) const;
   std::shared_ptr<Linear> lin1, lin2;
   Activation activation;
+  BlockTap tap;
 };
 
 // mask_decoder.MLP: num_layers Linears with ReLU between them.

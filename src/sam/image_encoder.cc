@@ -50,7 +50,7 @@ at::Tensor EncoderAttention::forward(const at::Tensor& x) const {
   }
   const at::Tensor out = kernels::multi_head_attention(q, k, v, num_heads, kernels::ScoreScaling::kScaleQueries,
                                                        rel_h, rel_w, softmax_hook(quant.softmax));
-  return proj->forward(out).view({b, h, w, c});
+  return tapped(tap, {x}, proj->forward(out).view({b, h, w, c}));
 }
 
 at::Tensor window_partition(const at::Tensor& x, int64_t ws, std::pair<int64_t, int64_t>& padded_hw) {
@@ -93,8 +93,9 @@ at::Tensor EncoderBlock::forward(const at::Tensor& x) const {
   }
   const at::Tensor z = x + y;
   const at::Tensor normed = norm2->forward(z);
-  // Observers must see the whole MLP input at once.
-  if (at::GradMode::is_enabled() || mlp->lin1->quant.needs_whole_tensor() || mlp->lin2->quant.needs_whole_tensor())
+  // Observers and taps must see the whole MLP input at once.
+  if (at::GradMode::is_enabled() || mlp->tap || mlp->lin1->quant.needs_whole_tensor() ||
+      mlp->lin2->quant.needs_whole_tensor())
     return z + mlp->forward(normed);
   // Row chunks keep the MLP's hidden activations (4x the width) small and reusable.
   const int64_t c = z.size(-1);
@@ -143,11 +144,15 @@ ImageEncoderViT::ImageEncoderViT(const ImageEncoderConfig& config_) : config(con
 at::Tensor ImageEncoderViT::forward(const at::Tensor& image) const {
   at::Tensor x = patch_embed->forward(image) + pos_embed;
   for (const auto& block : blocks) x = block->forward(x);
+  return neck(x);
+}
+
+at::Tensor ImageEncoderViT::neck(const at::Tensor& tokens) const {
   // The 1x1 convolution and the first LayerNorm2d run channels-last, as a matmul.
-  x = neck_norm1->forward_channels_last(
-      sam::quantized_matmul(neck_conv1->quant, x, neck_conv1->weight, at::Tensor(), Activation::kNone));
+  at::Tensor x = neck_norm1->forward_channels_last(
+      sam::quantized_matmul(neck_conv1->quant, tokens, neck_conv1->weight, at::Tensor(), Activation::kNone));
   x = neck_conv2->forward(x.permute({0, 3, 1, 2}).contiguous());
-  return neck_norm2->forward(x).contiguous();
+  return tapped(neck_tap, {tokens}, neck_norm2->forward(x).contiguous());
 }
 
 }  // namespace ptq4sam::sam

@@ -32,6 +32,7 @@ class EncoderAttention : public torch::nn::Module {
   std::shared_ptr<Linear> qkv, proj;
   at::Tensor rel_pos_h, rel_pos_w;
   AttentionQuantPoints quant;
+  BlockTap tap;
 };
 
 // Transformer block with windowed (window_size > 0) or global attention.
@@ -58,6 +59,8 @@ class ImageEncoderViT : public torch::nn::Module {
   explicit ImageEncoderViT(const ImageEncoderConfig& config);
   // (B, 3, img_size, img_size) normalised, padded image -> (B, out_chans, grid, grid).
   at::Tensor forward(const at::Tensor& x) const;
+  // The neck on the last block's (B, H, W, C) tokens -> (B, out_chans, H, W).
+  at::Tensor neck(const at::Tensor& tokens) const;
 
   ImageEncoderConfig config;
   std::shared_ptr<PatchEmbed> patch_embed;
@@ -65,6 +68,7 @@ class ImageEncoderViT : public torch::nn::Module {
   std::vector<std::shared_ptr<EncoderBlock>> blocks;
   std::shared_ptr<Conv2d> neck_conv1, neck_conv2;
   std::shared_ptr<LayerNorm2d> neck_norm1, neck_norm2;
+  BlockTap neck_tap;
 };
 
 // Window partition with zero padding, as the official window_partition: (B, H, W, C) ->

@@ -4,7 +4,9 @@
 // FP32 model keeps its fast path and the official module structure.
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
+#include <vector>
 
 #include "kernels/attention.h"
 #include "kernels/quantized_linear.h"
@@ -56,5 +58,16 @@ struct AttentionQuantPoints {
   QuantPointPtr q, k, v, softmax;
   bool any() const { return q || k || v || softmax; }
 };
+
+// Reconstruction's probe on a block (quant/reconstruct.h): called with the block's inputs and
+// its output each time the block runs. It may throw StopForward to end the model's forward
+// there (the rest of the model is not needed once a block's data is caught).
+using BlockTap = std::function<void(const std::vector<at::Tensor>& inputs, const at::Tensor& output)>;
+struct StopForward {};
+
+inline at::Tensor tapped(const BlockTap& tap, std::vector<at::Tensor> inputs, at::Tensor output) {
+  if (tap) tap(inputs, output);
+  return output;
+}
 
 }  // namespace ptq4sam::sam

@@ -17,8 +17,9 @@ Attention::Attention(int64_t embedding_dim, int64_t num_heads_, int64_t downsamp
 at::Tensor Attention::forward(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) const {
   const at::Tensor q = quantize_at(quant.q, q_proj->forward(q_in)), k = quantize_at(quant.k, k_proj->forward(k_in)),
                    v = quantize_at(quant.v, v_proj->forward(v_in));
-  return out_proj->forward(kernels::multi_head_attention(q, k, v, num_heads, kernels::ScoreScaling::kDivideScores,
-                                                         at::Tensor(), at::Tensor(), softmax_hook(quant.softmax)));
+  return tapped(tap, {q_in, k_in, v_in},
+                out_proj->forward(kernels::multi_head_attention(q, k, v, num_heads, kernels::ScoreScaling::kDivideScores,
+                                                                at::Tensor(), at::Tensor(), softmax_hook(quant.softmax))));
 }
 
 TwoWayAttentionBlock::TwoWayAttentionBlock(int64_t dim, int64_t num_heads, int64_t mlp_dim, int64_t rate,

@@ -17,6 +17,7 @@ class Attention : public torch::nn::Module {
   int64_t num_heads;
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, out_proj;
   AttentionQuantPoints quant;
+  BlockTap tap;
 };
 
 class TwoWayAttentionBlock : public torch::nn::Module {
