@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# PTQ4SAM-S against PTQ4SAM-L on the same calibration set: quantizes twice (--no-recon, then
-# with reconstruction) and prints the mask-logit and embedding SQNR of each, and per block
-# the reconstruction MSE before and after with the time per iteration.
+# PTQ4SAM-S against PTQ4SAM-L on the same calibration set: quantizes with reconstruction and
+# prints the mask-logit and embedding SQNR before (PTQ4SAM-S) and after it (PTQ4SAM-L), and
+# per block the reconstruction MSE before and after with the time per iteration.
 #   bench/reconstruct_compare.sh MODEL CONFIG IMAGES ITERS [extra quantize flags]
 #   bench/reconstruct_compare.sh ../shared/fixtures/sam_tiny/checkpoint.pth configs/w4a4_recon.yaml 4 200
 # MODEL "vit_b" uses a random ViT-B-shaped SAM. Work files go to $PTQ4SAM_BENCH_DIR
@@ -24,12 +24,13 @@ fi
 name=$(basename "$model" .pth)_$(basename "$config" .yaml)_${images}img_${iters}it$(echo "$*" | tr -d ' -')
 common=(--model "$model" --config "$config" --calib-images "$work/synth$images/images"
         --calib-prompts "$work/synth$images/detections.json" --calib-count "$images" "$@")
-"$root/build/ptq4sam" quantize "${common[@]}" --no-recon --out "$work/${name}_S.safetensors" --report "$work/${name}_S.json"
 /usr/bin/time -f "PTQ4SAM-L: %e s wall, peak RSS %M KB" "$root/build/ptq4sam" quantize "${common[@]}" \
   --recon-iters "$iters" --out "$work/${name}_L.safetensors" --report "$work/${name}_L.json"
-python3 - "$work/${name}_S.json" "$work/${name}_L.json" <<'PY'
+python3 - "$work/${name}_L.json" <<'PY'
 import json, sys
-s, l = (json.load(open(p)) for p in sys.argv[1:3])
+l = json.load(open(sys.argv[1]))
+s = l["before_reconstruction"]
+print(f"report: {sys.argv[1]}")
 for key in ("mask_logits_sqnr_db", "mask_sign_agreement", "embedding_sqnr_db"):
     print(f"{key:22s} S {s[key]!s:>10.10}   L {l[key]!s:>10.10}")
 print(f"{'block':62s} {'mse before':>11s} {'mse after':>11s} {'s/iter':>8s}")

@@ -108,6 +108,8 @@ TEST_F(QuantizeCli, ReconstructsWithAReconConfig) {
   EXPECT_FALSE(std::filesystem::exists(out + ".recon.safetensors"));  // done: the artifact holds it all
   const auto j = nlohmann::json::parse(test::read_bytes(report));
   ASSERT_TRUE(j.contains("reconstruction")) << j.dump();
+  ASSERT_TRUE(j.contains("before_reconstruction")) << j.dump();
+  EXPECT_TRUE(j["before_reconstruction"]["mask_logits_sqnr_db"].is_number()) << j.dump();
   // 2 encoder blocks (attention, MLP), the neck, 2 decoder layers of 4 blocks, the final attention.
   ASSERT_EQ(j["reconstruction"].size(), 2u * 2u + 1u + 2u * 4u + 1u);
   EXPECT_EQ(j["reconstruction"][0]["block"], "image_encoder.blocks.0.attn");

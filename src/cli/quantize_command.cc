@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "cli/commands.h"
@@ -251,6 +252,9 @@ int run_quantize(const QuantizeOptions& o) {
                  site.decision.peaks);
 
   std::vector<quant::ReconBlockResult> recon_results;
+  // PTQ4SAM-S's end-to-end numbers, for the report to compare with PTQ4SAM-L's.
+  std::optional<quant::QuantizationQuality> before_recon;
+  if (recon && !o.report.empty()) before_recon = quant::measure_quality(qsam, count, source, progress, false);
   const std::string checkpoint = o.recon_checkpoint.empty() ? o.out + ".recon.safetensors" : o.recon_checkpoint;
   if (recon) {
     std::vector<std::string> names;
@@ -307,6 +311,10 @@ int run_quantize(const QuantizeOptions& o) {
                            {"seconds", r.seconds},
                            {"seconds_per_iter", r.seconds_per_iter}});
       report["reconstruction"] = entries;
+      if (before_recon)
+        report["before_reconstruction"] = {{"embedding_sqnr_db", finite(before_recon->embedding_sqnr_db)},
+                                           {"mask_logits_sqnr_db", finite(before_recon->mask_logits_sqnr_db)},
+                                           {"mask_sign_agreement", before_recon->mask_agreement}};
       report["recon_seed"] = o.seed;
     }
     std::map<std::string, std::vector<double>> per_block;

@@ -69,7 +69,7 @@ at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const 
                                 ScoreScaling scaling, const at::Tensor& rel_h, const at::Tensor& rel_w,
                                 const ProbabilityHook& probs_hook) {
   const bool grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  if (grad || (probs_hook && !probs_hook.elementwise) || q.scalar_type() != at::kFloat ||
+  if (grad || (probs_hook && !probs_hook.elementwise) || q.scalar_type() != at::kFloat || !q.is_cpu() ||
       scaling == ScoreScaling::kDivideScores)
     return attention_autograd(q, k, v, num_heads, scaling, rel_h, rel_w, probs_hook);
   at::Tensor out = at::empty({q.size(0), q.size(1), v.size(2)}, q.options());

@@ -92,7 +92,9 @@ bool needs_autograd(const at::Tensor& a, const at::Tensor& b) {
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, Activation activation,
                   Numerics numerics) {
   const bool grad = needs_autograd(x, weight) || (bias.defined() && bias.requires_grad() && at::GradMode::is_enabled());
-  if (grad || numerics == Numerics::kReference || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat) {
+  // ATen's own op off the CPU (the oneDNN kernels below read host memory).
+  if (grad || numerics == Numerics::kReference || x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat ||
+      !x.is_cpu()) {
     at::Tensor y = at::linear(x, weight, bias);
     if (activation == Activation::kGelu) return at::gelu(y);
     if (activation == Activation::kRelu) return at::relu(y);

@@ -103,7 +103,7 @@ CalibrationStats calibrate(QuantizedSam& qsam, size_t count, const SampleSource&
 }
 
 QuantizationQuality measure_quality(QuantizedSam& qsam, size_t count, const SampleSource& source,
-                                    const CalibrationProgress& progress) {
+                                    const CalibrationProgress& progress, bool per_quantizer) {
   torch::NoGradGuard no_grad;
   sam::Predictor predictor(qsam.model());
   predictor.set_decoder_chunk(0);
@@ -113,7 +113,7 @@ QuantizationQuality measure_quality(QuantizedSam& qsam, size_t count, const Samp
   report(progress, "measure", 0, count);
   for (size_t i = 0; i < count; ++i) {
     const CalibrationSample sample = source(i);
-    qsam.set_mode(QuantMode::kMeasure);
+    qsam.set_mode(per_quantizer ? QuantMode::kMeasure : QuantMode::kOff);
     const sam::Prediction fp = run_sample(predictor, sample);
     const at::Tensor fp_embedding = predictor.features();
     qsam.set_mode(QuantMode::kSimulate);
@@ -128,6 +128,7 @@ QuantizationQuality measure_quality(QuantizedSam& qsam, size_t count, const Samp
   quality.embedding_sqnr_db = embedding.sqnr_db();
   quality.mask_logits_sqnr_db = mask_logits.sqnr_db();
   quality.mask_agreement = pixels > 0 ? agree / pixels : 1.0;
+  if (!per_quantizer) return quality;
   const auto named = qsam.model()->named_parameters(/*recurse=*/true);
   for (const auto& q : qsam.quantizers()) {
     if (q->is_weight()) {

@@ -38,7 +38,8 @@ CalibrationStats calibrate(QuantizedSam& qsam, size_t count, const SampleSource&
 
 // Per-quantizer SQNR (kMeasure over the samples: each quantizer sees FP inputs) and the
 // end-to-end SQNR of the simulated model's outputs against FP32 on the same samples. Leaves
-// the model simulating.
+// the model simulating. Without `per_quantizer` only the end-to-end numbers are measured (the
+// quantizers' accumulated SQNR is left untouched).
 struct QuantizationQuality {
   std::map<std::string, double> quantizer_sqnr_db;
   double embedding_sqnr_db = 0;  // image embedding (infinite when the encoder is FP)
@@ -46,7 +47,7 @@ struct QuantizationQuality {
   double mask_agreement = 0;       // fraction of low-res mask pixels with the same sign
 };
 QuantizationQuality measure_quality(QuantizedSam& qsam, size_t count, const SampleSource& source,
-                                    const CalibrationProgress& progress = nullptr);
+                                    const CalibrationProgress& progress = nullptr, bool per_quantizer = true);
 
 // SQNR in dB of `approx` against `reference`: 10 log10(sum ref^2 / sum (approx - ref)^2).
 double sqnr_db(const at::Tensor& reference, const at::Tensor& approx);

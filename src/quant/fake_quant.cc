@@ -35,7 +35,7 @@ bool needs_grad(const at::Tensor& t) { return at::GradMode::is_enabled() && t.re
 
 at::Tensor fake_quantize(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point,
                          const QuantRange& range) {
-  if (x.scalar_type() == at::kFloat && scale.numel() == 1 && zero_point.numel() == 1 && !needs_grad(x) &&
+  if (x.scalar_type() == at::kFloat && x.is_cpu() && scale.numel() == 1 && zero_point.numel() == 1 && !needs_grad(x) &&
       !needs_grad(scale) && !needs_grad(zero_point)) {
     const at::Tensor input = x.contiguous();
     at::Tensor out = at::empty_like(input);
@@ -164,7 +164,7 @@ void LogQuantTable::apply(const float* in, float* out, int64_t n) const {
 
 at::Tensor fake_log_quantize(const at::Tensor& x, double scale, const QuantRange& range, double tau) {
   const int64_t levels = range.quant_max() - range.quant_min() + 1;
-  if ((at::GradMode::is_enabled() && x.requires_grad()) || x.scalar_type() != at::kFloat)
+  if ((at::GradMode::is_enabled() && x.requires_grad()) || x.scalar_type() != at::kFloat || !x.is_cpu())
     return fake_log_quantize_autograd(x, scale, levels, tau);
   // AGQ's search runs this dozens of times on every attention map: one pass, no temporaries.
   return LogQuantTable(scale, range, tau).apply(x);
@@ -208,7 +208,7 @@ class LearnableLogQuantize : public torch::autograd::Function<LearnableLogQuanti
 }  // namespace
 
 at::Tensor fake_log_quantize(const at::Tensor& x, const at::Tensor& scale, const QuantRange& range, double tau) {
-  if (x.scalar_type() == at::kFloat && scale.scalar_type() == at::kFloat && !range.symmetric)
+  if (x.scalar_type() == at::kFloat && x.is_cpu() && scale.scalar_type() == at::kFloat && !range.symmetric)
     return LearnableLogQuantize::apply(x.contiguous(), scale, int64_t(range.bit), tau);
   return fake_log_quantize_autograd(x, scale.reshape({}), range.quant_max() - range.quant_min() + 1, tau);
 }

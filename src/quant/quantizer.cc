@@ -64,7 +64,7 @@ double sqnr_db_of(double signal, double noise) {
 }
 
 void Energies::add(const at::Tensor& reference_in, const at::Tensor& approx_in) {
-  if (reference_in.scalar_type() != at::kFloat || approx_in.scalar_type() != at::kFloat) {
+  if (reference_in.scalar_type() != at::kFloat || approx_in.scalar_type() != at::kFloat || !reference_in.is_cpu()) {
     const at::Tensor ref = reference_in.to(at::kDouble);
     signal += ref.pow(2).sum().item<double>();
     noise += (approx_in.to(at::kDouble) - ref).pow(2).sum().item<double>();
@@ -226,7 +226,7 @@ void LogQuantizer::end_scale_learning() {
 at::Tensor LogQuantizer::fake_quantize(const at::Tensor& x) const {
   if (learned_scale_.defined()) return fake_log_quantize(x, learned_scale_, range(), tau_);
   // The attention calls this on every slice of rows: the table is built once.
-  if (table_ && x.scalar_type() == at::kFloat && !(at::GradMode::is_enabled() && x.requires_grad()))
+  if (table_ && x.scalar_type() == at::kFloat && x.is_cpu() && !(at::GradMode::is_enabled() && x.requires_grad()))
     return table_->apply(x);
   return fake_log_quantize(x, scale_, range(), tau_);
 }
