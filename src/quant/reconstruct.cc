@@ -467,6 +467,8 @@ std::vector<ReconBlockResult> reconstruct(QuantizedSam& qsam, size_t count, cons
   std::vector<ReconBlockResult> results;
   if (!options.checkpoint.empty() && std::filesystem::exists(options.checkpoint))
     results = read_checkpoint(options.checkpoint, options.fingerprint, blocks, device);
+  // As the seed's recon_model: past 16 samples the block data leaves the device.
+  const bool keep_on_device = options.config.keep_gpu && count <= 16;
   SampleRunner runner(qsam, source);
   for (size_t b = results.size(); b < blocks.size() && b < options.stop_after; ++b) {
     const auto start = std::chrono::steady_clock::now();
@@ -474,7 +476,7 @@ std::vector<ReconBlockResult> reconstruct(QuantizedSam& qsam, size_t count, cons
     status.block = b;
     status.blocks = blocks.size();
     status.name = blocks[b].name;
-    BlockData data(options.config.keep_gpu, options.memory_budget);
+    BlockData data(keep_on_device, options.memory_budget);
     collect(qsam, blocks[b], count, runner, data, options.progress, status);
     ReconBlockResult result = train_block(blocks[b], data, options.config, block_seed(options.seed, b), options.progress, status);
     result.seconds = seconds_since(start);

@@ -101,7 +101,8 @@ struct ReconOptions {
 
 // Reconstructs every block of a calibrated, simulating model on `count` samples; leaves it
 // simulating with drop off and the rounding hardened (saved codes take it). Finished blocks
-// found in options.checkpoint are restored instead of being run again.
+// found in options.checkpoint are restored instead of being run again. As in the seed, more
+// than 16 samples turn keep_gpu off.
 std::vector<ReconBlockResult> reconstruct(QuantizedSam& qsam, size_t count, const SampleSource& source,
                                           const ReconOptions& options);
 
