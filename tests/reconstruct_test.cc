@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "quant/reconstruct.h"
 #include "sam/sam.h"
@@ -148,6 +149,56 @@ TEST(Reconstruct, BlockErrorFallsBelowCalibration) {
     for (const auto& q : block.activations) EXPECT_EQ(q->drop_prob(), 1.0) << q->name();
     for (const auto& w : block.weights) EXPECT_TRUE(w.quantizer->adaround_mask().defined()) << w.quantizer->name();
   }
+}
+
+// Training that makes a block worse (here an absurd scale learning rate) is undone: the block
+// goes back to its calibrated scales and nearest rounding, unless keep_worse asks for the
+// seed's behaviour.
+TEST(Reconstruct, BlockMadeWorseGoesBackToCalibration) {
+  PTQ4SAM_REQUIRE_FIXTURES("sam_tiny/checkpoint.pth");
+  quant::ReconConfig wild = short_recon(20);
+  wild.scale_lr = 1.0;
+  auto qsam = calibrated_fixture(fixtures, 4, false);
+  auto blocks = quant::reconstruction_blocks(*qsam);
+  quant::ReconBlock& block = block_named(blocks, "mask_decoder.transformer.layers.0.mlp");
+  quant::BlockData data(true, 0);
+  quant::collect_block_data(*qsam, block, 2, fixture_samples(fixtures), data);
+  const auto calibrated = quantizer_state(*qsam);
+  std::vector<at::Tensor> nearest_codes;
+  for (const auto& w : block.weights) nearest_codes.push_back(w.quantizer->quantize_codes(w.weight));
+
+  const auto reverted = quant::reconstruct_block(block, data, wild, 7);
+  ASSERT_GT(reverted.mse_trained, reverted.mse_before);
+  EXPECT_TRUE(reverted.reverted);
+  EXPECT_NEAR(reverted.mse_after, reverted.mse_before, 1e-9 * reverted.mse_before);
+  const auto restored = quantizer_state(*qsam);
+  for (const auto& [name, tensor] : calibrated) EXPECT_TRUE(at::equal(restored.at(name), tensor)) << name;
+  for (size_t i = 0; i < block.weights.size(); ++i)
+    EXPECT_TRUE(at::equal(block.weights[i].quantizer->quantize_codes(block.weights[i].weight), nearest_codes[i]))
+        << block.weights[i].quantizer->name();
+
+  // From the same calibrated state, the seed's behaviour keeps the worse result.
+  const auto kept = quant::reconstruct_block(block, data, wild, 7, /*keep_worse=*/true);
+  EXPECT_FALSE(kept.reverted);
+  EXPECT_EQ(kept.mse_trained, reverted.mse_trained);
+  EXPECT_EQ(kept.mse_after, kept.mse_trained);
+}
+
+TEST(Reconstruct, ResultJsonRoundTrips) {
+  quant::ReconBlockResult r;
+  r.block = "image_encoder.neck";
+  r.mse_before = 2.5;
+  r.mse_trained = 3.0;
+  r.mse_after = 2.5;
+  r.reverted = true;
+  r.seconds = 12.0;
+  r.seconds_per_iter = 0.06;
+  const quant::ReconBlockResult back = quant::recon_result_from_json(quant::to_json(r));
+  EXPECT_EQ(back.block, r.block);
+  EXPECT_EQ(back.mse_trained, 3.0);
+  EXPECT_TRUE(back.reverted);
+  EXPECT_EQ(back.seconds_per_iter, 0.06);
+  EXPECT_THROW(quant::recon_result_from_json(nlohmann::json{{"block", "x"}}), nlohmann::json::exception);
 }
 
 TEST(Reconstruct, SpilledDataReadsBackAsKept) {

@@ -2,6 +2,8 @@
 // block reconstruction) when the config has a `recon` section, into a self-contained quantized
 // artifact, with an optional per-quantizer report.
 #include <algorithm>
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -32,6 +34,7 @@ struct QuantizeOptions {
   uint64_t seed = 0;
   std::string device = "cpu";
   int recon_iters = -1;  // -1: the config's recon.iters
+  bool recon_keep_worse = false;
   std::string recon_checkpoint;  // "": <out>.recon.safetensors
 };
 
@@ -42,7 +45,7 @@ std::string run_fingerprint(const QuantizeOptions& o, const quant::QuantConfig& 
   std::string text = std::filesystem::absolute(o.model, ec).string() + "|" +
                      std::to_string(std::filesystem::file_size(o.model, ec)) + "|" + config.source + "|" +
                      std::to_string(o.seed) + "|" + std::to_string(config.recon->iters) + "|" +
-                     (o.quant_encoder ? "encoder" : "decoder");
+                     (o.quant_encoder ? "encoder" : "decoder") + (o.recon_keep_worse ? "|keep-worse" : "");
   for (const auto& s : samples) text += "|" + s;
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(std::hash<std::string>{}(text)));
@@ -61,12 +64,14 @@ class ReconLine {
     }
     const double elapsed = std::chrono::duration<double>(now - stage_start_).count();
     const long eta = s.iter > 0 ? long(elapsed / double(s.iter) * double(s.iters - s.iter)) : 0;
+    // A terminal clears the rest of the old line; a log gets plain carriage returns.
+    static const char* const redraw = isatty(fileno(stderr)) ? "\r\033[K" : "\r";
     if (s.stage == "collect")
-      std::fprintf(stderr, "\r\033[Krecon [%zu/%zu] %s: data %lld/%lld img", s.block + 1, s.blocks, s.name.c_str(),
+      std::fprintf(stderr, "%srecon [%zu/%zu] %s: data %lld/%lld img   ", redraw, s.block + 1, s.blocks, s.name.c_str(),
                    static_cast<long long>(s.iter), static_cast<long long>(s.iters));
     else
-      std::fprintf(stderr, "\r\033[Krecon [%zu/%zu] %s: iter %lld/%lld rec %.4g round %.4g b %.1f ETA %02ld:%02ld:%02ld",
-                   s.block + 1, s.blocks, s.name.c_str(), static_cast<long long>(s.iter), static_cast<long long>(s.iters),
+      std::fprintf(stderr, "%srecon [%zu/%zu] %s: iter %lld/%lld rec %.4g round %.4g b %.1f ETA %02ld:%02ld:%02ld   ",
+                   redraw, s.block + 1, s.blocks, s.name.c_str(), static_cast<long long>(s.iter), static_cast<long long>(s.iters),
                    s.rec_loss, s.round_loss, s.b, eta / 3600, (eta / 60) % 60, eta % 60);
     std::fflush(stderr);
   }
@@ -264,6 +269,7 @@ int run_quantize(const QuantizeOptions& o) {
     ro.seed = o.seed;
     ro.checkpoint = checkpoint;
     ro.fingerprint = run_fingerprint(o, config, names);
+    ro.keep_worse = o.recon_keep_worse;
     ReconLine line;
     ro.progress = [&line](const quant::ReconStatus& s) { line(s); };
     if (std::filesystem::exists(checkpoint)) std::fprintf(stderr, "resuming from %s\n", checkpoint.c_str());
@@ -273,8 +279,10 @@ int run_quantize(const QuantizeOptions& o) {
     std::fprintf(stderr, "\n");
     double total = 0;
     for (const auto& r : recon_results) {
-      std::fprintf(stderr, "recon %-58s mse %.4g -> %.4g  %.1f s%s\n", r.block.c_str(), r.mse_before, r.mse_after,
+      std::fprintf(stderr, "recon %-58s mse %.4g -> %.4g  %.1f s%s", r.block.c_str(), r.mse_before, r.mse_after,
                    r.seconds, r.resumed ? " (checkpoint)" : "");
+      if (r.reverted) std::fprintf(stderr, " (training gave %.4g: calibrated state kept)", r.mse_trained);
+      std::fprintf(stderr, "\n");
       total += r.seconds;
     }
     std::fprintf(stderr, "reconstruction: %zu blocks, %.1f s\n", recon_results.size(), total);
@@ -304,12 +312,7 @@ int run_quantize(const QuantizeOptions& o) {
     report["big"] = big;
     if (recon) {
       nlohmann::json entries = nlohmann::json::array();
-      for (const auto& r : recon_results)
-        entries.push_back({{"block", r.block},
-                           {"mse_before", r.mse_before},
-                           {"mse_after", r.mse_after},
-                           {"seconds", r.seconds},
-                           {"seconds_per_iter", r.seconds_per_iter}});
+      for (const auto& r : recon_results) entries.push_back(quant::to_json(r));
       report["reconstruction"] = entries;
       if (before_recon)
         report["before_reconstruction"] = {{"embedding_sqnr_db", finite(before_recon->embedding_sqnr_db)},
@@ -379,6 +382,9 @@ Runner add_quantize_command(CLI::App& app) {
   cmd->add_option("--device", o->device, "Where reconstruction runs")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--recon-iters", o->recon_iters, "Iterations per block, instead of the config's recon.iters")
       ->check(CLI::Range(0, 100000000));
+  cmd->add_flag("--recon-keep-worse", o->recon_keep_worse,
+                "Keep a block's trained state even when its error rose, as the seed does (default: such a block goes "
+                "back to its calibrated state)");
   cmd->add_option("--recon-checkpoint", o->recon_checkpoint,
                   "Reconstruction progress file, rewritten after each block; a run started again with the same "
                   "arguments continues from it (default: <out>.recon.safetensors, removed once the artifact is written)");

@@ -20,6 +20,11 @@ at::Tensor adaround_init_alpha(const at::Tensor& weight, const at::Tensor& scale
   return -at::log((p.zeta - p.gamma) / (rest - p.gamma) - 1);
 }
 
+at::Tensor adaround_nearest_mask(const at::Tensor& weight, const at::Tensor& scale) {
+  const at::Tensor x = weight / channel_view(scale, weight);
+  return (at::round(x) > at::floor(x)).to(at::kByte);
+}
+
 at::Tensor rectified_sigmoid(const at::Tensor& alpha, const AdaRoundParams& p) {
   return at::clamp(at::sigmoid(alpha) * (p.zeta - p.gamma) + p.gamma, 0, 1);
 }

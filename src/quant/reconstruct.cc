@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "quant/adaround.h"
 #include "util/error.h"
 
 namespace ptq4sam::quant {
@@ -148,13 +149,53 @@ void collect(QuantizedSam& qsam, ReconBlock& block, size_t count, SampleRunner& 
   if (progress) progress(status);
 }
 
+// A block's activation quantizer parameters as calibration left them, to go back to.
+class CalibratedState {
+ public:
+  explicit CalibratedState(const ReconBlock& block) {
+    for (const auto& q : block.activations) {
+      Params p;
+      if (const auto* affine = dynamic_cast<const AffineQuantizer*>(q.get())) {
+        p.scale = affine->scale().detach().clone();
+        p.zero_point = affine->zero_point().clone();
+      } else if (const auto* log = dynamic_cast<const LogQuantizer*>(q.get())) {
+        p.log_scale = log->scale();
+        p.tau = log->tau();
+      }
+      params_.push_back(p);
+    }
+  }
+
+  // The activations' parameters back, and each weight rounded to nearest again.
+  void restore(ReconBlock& block) const {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < block.activations.size(); ++i) {
+      const Params& p = params_[i];
+      if (auto* affine = dynamic_cast<AffineQuantizer*>(block.activations[i].get())) {
+        affine->set_params(p.scale, p.zero_point);
+      } else if (auto* log = dynamic_cast<LogQuantizer*>(block.activations[i].get())) {
+        log->set_params(p.log_scale, p.tau);
+      }
+    }
+    for (auto& w : block.weights) w.quantizer->set_adaround_mask(adaround_nearest_mask(w.weight, w.quantizer->scale()));
+  }
+
+ private:
+  struct Params {
+    at::Tensor scale, zero_point;
+    double log_scale = 0, tau = 0;
+  };
+  std::vector<Params> params_;
+};
+
 ReconBlockResult train_block(ReconBlock& block, const BlockData& data, const ReconConfig& config, uint64_t seed,
-                             const ReconProgress& progress, ReconStatus status) {
+                             bool keep_worse, const ReconProgress& progress, ReconStatus status) {
   if (data.size() == 0) throw Error(block.name, "has no calibration data to reconstruct on");
   torch::manual_seed(seed);
   ReconBlockResult result;
   result.block = block.name;
   result.mse_before = block_mse(block, data);
+  const CalibratedState calibrated(block);
   const auto start = std::chrono::steady_clock::now();
 
   std::vector<at::Tensor> weight_params, scale_params;
@@ -221,7 +262,12 @@ ReconBlockResult train_block(ReconBlock& block, const BlockData& data, const Rec
     q->set_drop_prob(1.0);
   }
   result.seconds_per_iter = iters > 0 ? seconds_since(start) / double(iters) : 0.0;
-  result.mse_after = block_mse(block, data);
+  result.mse_trained = result.mse_after = block_mse(block, data);
+  if (!keep_worse && result.mse_trained > result.mse_before) {
+    calibrated.restore(block);
+    result.reverted = true;
+    result.mse_after = block_mse(block, data);
+  }
   return result;
 }
 
@@ -245,12 +291,7 @@ void write_checkpoint(const std::string& path, const std::string& fingerprint, c
       }
     }
     for (const auto& w : block.weights) tensors.emplace_back(w.quantizer->name() + ".adaround", w.quantizer->adaround_mask().cpu());
-    const auto& r = results[b];
-    list.push_back({{"block", r.block},
-                    {"mse_before", r.mse_before},
-                    {"mse_after", r.mse_after},
-                    {"seconds", r.seconds},
-                    {"seconds_per_iter", r.seconds_per_iter}});
+    list.push_back(to_json(results[b]));
   }
   io::write_safetensors(path, tensors,
                         {{"format", kCheckpointFormat}, {"fingerprint", fingerprint}, {"results", list.dump()}});
@@ -277,12 +318,7 @@ std::vector<ReconBlockResult> read_checkpoint(const std::string& path, const std
   try {
     list = nlohmann::json::parse(meta("results"));
     for (const auto& j : list) {
-      ReconBlockResult r;
-      r.block = j.at("block").get<std::string>();
-      r.mse_before = j.at("mse_before").get<double>();
-      r.mse_after = j.at("mse_after").get<double>();
-      r.seconds = j.at("seconds").get<double>();
-      r.seconds_per_iter = j.at("seconds_per_iter").get<double>();
+      ReconBlockResult r = recon_result_from_json(j);
       r.resumed = true;
       results.push_back(r);
     }
@@ -311,6 +347,28 @@ std::vector<ReconBlockResult> read_checkpoint(const std::string& path, const std
 }
 
 }  // namespace
+
+nlohmann::json to_json(const ReconBlockResult& r) {
+  return {{"block", r.block},
+          {"mse_before", r.mse_before},
+          {"mse_after", r.mse_after},
+          {"mse_trained", r.mse_trained},
+          {"reverted", r.reverted},
+          {"seconds", r.seconds},
+          {"seconds_per_iter", r.seconds_per_iter}};
+}
+
+ReconBlockResult recon_result_from_json(const nlohmann::json& j) {
+  ReconBlockResult r;
+  r.block = j.at("block").get<std::string>();
+  r.mse_before = j.at("mse_before").get<double>();
+  r.mse_after = j.at("mse_after").get<double>();
+  r.mse_trained = j.at("mse_trained").get<double>();
+  r.reverted = j.at("reverted").get<bool>();
+  r.seconds = j.at("seconds").get<double>();
+  r.seconds_per_iter = j.at("seconds_per_iter").get<double>();
+  return r;
+}
 
 at::Tensor lp_loss(const at::Tensor& pred, const at::Tensor& target) { return (pred - target).abs().pow(2).sum(1).mean(); }
 
@@ -453,10 +511,10 @@ void collect_block_data(QuantizedSam& qsam, ReconBlock& block, size_t count, con
 }
 
 ReconBlockResult reconstruct_block(ReconBlock& block, const BlockData& data, const ReconConfig& config, uint64_t seed,
-                                   const ReconProgress& progress) {
+                                   bool keep_worse, const ReconProgress& progress) {
   ReconStatus status;
   status.name = block.name;
-  return train_block(block, data, config, seed, progress, status);
+  return train_block(block, data, config, seed, keep_worse, progress, status);
 }
 
 std::vector<ReconBlockResult> reconstruct(QuantizedSam& qsam, size_t count, const SampleSource& source,
@@ -478,7 +536,8 @@ std::vector<ReconBlockResult> reconstruct(QuantizedSam& qsam, size_t count, cons
     status.name = blocks[b].name;
     BlockData data(keep_on_device, options.memory_budget);
     collect(qsam, blocks[b], count, runner, data, options.progress, status);
-    ReconBlockResult result = train_block(blocks[b], data, options.config, block_seed(options.seed, b), options.progress, status);
+    ReconBlockResult result = train_block(blocks[b], data, options.config, block_seed(options.seed, b), options.keep_worse,
+                                          options.progress, status);
     result.seconds = seconds_since(start);
     results.push_back(result);
     if (!options.checkpoint.empty()) write_checkpoint(options.checkpoint, options.fingerprint, blocks, results);

@@ -8,6 +8,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -79,11 +80,21 @@ using ReconProgress = std::function<void(const ReconStatus&)>;
 
 struct ReconBlockResult {
   std::string block;
-  double mse_before = 0, mse_after = 0;  // block output against FP32 on the calibration data
-  double seconds = 0;                    // collecting its data and training it
+  // The block's output MSE against FP32 on the calibration data: after calibration, after
+  // training, and as the block is left (after training, or after calibration when training
+  // made it worse and the block went back to its calibrated state).
+  double mse_before = 0, mse_trained = 0, mse_after = 0;
+  bool reverted = false;
+  double seconds = 0;  // collecting its data and training it
   double seconds_per_iter = 0;
   bool resumed = false;  // finished by an earlier run and read back from the checkpoint
 };
+
+// A result as the report and the checkpoint hold it ({"block", "mse_before", "mse_after",
+// "mse_trained", "reverted", "seconds", "seconds_per_iter"}), and back (throws
+// nlohmann::json::exception on a malformed entry).
+nlohmann::json to_json(const ReconBlockResult& result);
+ReconBlockResult recon_result_from_json(const nlohmann::json& entry);
 
 struct ReconOptions {
   ReconConfig config;
@@ -96,6 +107,9 @@ struct ReconOptions {
   size_t memory_budget = size_t(8) << 30;
   // Stops after this many blocks, as if killed (tests of resuming).
   size_t stop_after = std::numeric_limits<size_t>::max();
+  // The seed keeps whatever training gives. By default a block whose error rose goes back to
+  // its calibrated state; true keeps the seed's behaviour.
+  bool keep_worse = false;
   ReconProgress progress;
 };
 
@@ -112,9 +126,10 @@ void collect_block_data(QuantizedSam& qsam, ReconBlock& block, size_t count, con
                         BlockData& data, const ReconProgress& progress = nullptr);
 
 // Trains one block on its data with the seed's loss and schedules; `seed` fixes every random
-// choice (sample order, QDrop masks).
+// choice (sample order, QDrop masks). Unless keep_worse, a block whose error rose is put back
+// as calibration left it (its scales, and nearest rounding of its weights).
 ReconBlockResult reconstruct_block(ReconBlock& block, const BlockData& data, const ReconConfig& config, uint64_t seed,
-                                   const ReconProgress& progress = nullptr);
+                                   bool keep_worse = false, const ReconProgress& progress = nullptr);
 
 // The block's output MSE against FP32 over its data, every quantizer applied fully.
 double block_mse(ReconBlock& block, const BlockData& data);
