@@ -149,7 +149,8 @@ void collect(QuantizedSam& qsam, ReconBlock& block, size_t count, SampleRunner& 
   if (progress) progress(status);
 }
 
-// A block's activation quantizer parameters as calibration left them, to go back to.
+// A block's quantizers as calibration left them (activation parameters, nearest rounding of
+// the weights), to go back to.
 class CalibratedState {
  public:
   explicit CalibratedState(const ReconBlock& block) {
@@ -166,7 +167,6 @@ class CalibratedState {
     }
   }
 
-  // The activations' parameters back, and each weight rounded to nearest again.
   void restore(ReconBlock& block) const {
     at::NoGradGuard no_grad;
     for (size_t i = 0; i < block.activations.size(); ++i) {
@@ -263,7 +263,8 @@ ReconBlockResult train_block(ReconBlock& block, const BlockData& data, const Rec
   }
   result.seconds_per_iter = iters > 0 ? seconds_since(start) / double(iters) : 0.0;
   result.mse_trained = result.mse_after = block_mse(block, data);
-  if (!keep_worse && result.mse_trained > result.mse_before) {
+  // A diverged training (NaN error) goes back too.
+  if (!keep_worse && !(result.mse_trained <= result.mse_before)) {
     calibrated.restore(block);
     result.reverted = true;
     result.mse_after = block_mse(block, data);
