@@ -149,43 +149,50 @@ void collect(QuantizedSam& qsam, ReconBlock& block, size_t count, SampleRunner& 
   if (progress) progress(status);
 }
 
+// A block's activation quantizer parameters as named tensors ("<quantizer>.scale", and
+// ".zero_point" or AGQ's ".tau"): what the checkpoint stores and a revert restores.
+std::vector<std::pair<std::string, at::Tensor>> activation_params(const ReconBlock& block) {
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& q : block.activations) {
+    if (const auto* affine = dynamic_cast<const AffineQuantizer*>(q.get())) {
+      tensors.emplace_back(q->name() + ".scale", affine->scale().detach().cpu().clone());
+      tensors.emplace_back(q->name() + ".zero_point", affine->zero_point().cpu().clone());
+    } else if (const auto* log = dynamic_cast<const LogQuantizer*>(q.get())) {
+      tensors.emplace_back(q->name() + ".scale", at::full({1}, log->scale(), at::kDouble));
+      tensors.emplace_back(q->name() + ".tau", at::full({1}, log->tau(), at::kDouble));
+    }
+  }
+  return tensors;
+}
+
+// Sets them back; `tensor(name)` finds each one (on the block's device).
+void set_activation_params(ReconBlock& block, const std::function<at::Tensor(const std::string&)>& tensor) {
+  for (const auto& q : block.activations) {
+    if (auto* affine = dynamic_cast<AffineQuantizer*>(q.get())) {
+      affine->set_params(tensor(q->name() + ".scale"), tensor(q->name() + ".zero_point"));
+    } else if (auto* log = dynamic_cast<LogQuantizer*>(q.get())) {
+      log->set_params(tensor(q->name() + ".scale").item<double>(), tensor(q->name() + ".tau").item<double>());
+    }
+  }
+}
+
 // A block's quantizers as calibration left them (activation parameters, nearest rounding of
 // the weights), to go back to.
 class CalibratedState {
  public:
   explicit CalibratedState(const ReconBlock& block) {
-    for (const auto& q : block.activations) {
-      Params p;
-      if (const auto* affine = dynamic_cast<const AffineQuantizer*>(q.get())) {
-        p.scale = affine->scale().detach().clone();
-        p.zero_point = affine->zero_point().clone();
-      } else if (const auto* log = dynamic_cast<const LogQuantizer*>(q.get())) {
-        p.log_scale = log->scale();
-        p.tau = log->tau();
-      }
-      params_.push_back(p);
-    }
+    for (auto& [name, t] : activation_params(block)) params_.emplace(name, t);
   }
 
   void restore(ReconBlock& block) const {
     at::NoGradGuard no_grad;
-    for (size_t i = 0; i < block.activations.size(); ++i) {
-      const Params& p = params_[i];
-      if (auto* affine = dynamic_cast<AffineQuantizer*>(block.activations[i].get())) {
-        affine->set_params(p.scale, p.zero_point);
-      } else if (auto* log = dynamic_cast<LogQuantizer*>(block.activations[i].get())) {
-        log->set_params(p.log_scale, p.tau);
-      }
-    }
+    const at::Device device = block_device(block);
+    set_activation_params(block, [&](const std::string& name) { return params_.at(name).to(device); });
     for (auto& w : block.weights) w.quantizer->set_adaround_mask(adaround_nearest_mask(w.weight, w.quantizer->scale()));
   }
 
  private:
-  struct Params {
-    at::Tensor scale, zero_point;
-    double log_scale = 0, tau = 0;
-  };
-  std::vector<Params> params_;
+  std::map<std::string, at::Tensor> params_;
 };
 
 ReconBlockResult train_block(ReconBlock& block, const BlockData& data, const ReconConfig& config, uint64_t seed,
@@ -282,15 +289,7 @@ void write_checkpoint(const std::string& path, const std::string& fingerprint, c
   nlohmann::json list = nlohmann::json::array();
   for (size_t b = 0; b < results.size(); ++b) {
     const ReconBlock& block = blocks[b];
-    for (const auto& q : block.activations) {
-      if (const auto* affine = dynamic_cast<const AffineQuantizer*>(q.get())) {
-        tensors.emplace_back(q->name() + ".scale", affine->scale().detach().cpu());
-        tensors.emplace_back(q->name() + ".zero_point", affine->zero_point().cpu());
-      } else if (const auto* log = dynamic_cast<const LogQuantizer*>(q.get())) {
-        tensors.emplace_back(q->name() + ".scale", at::full({1}, log->scale(), at::kDouble));
-        tensors.emplace_back(q->name() + ".tau", at::full({1}, log->tau(), at::kDouble));
-      }
-    }
+    for (auto& named : activation_params(block)) tensors.push_back(std::move(named));
     for (const auto& w : block.weights) tensors.emplace_back(w.quantizer->name() + ".adaround", w.quantizer->adaround_mask().cpu());
     list.push_back(to_json(results[b]));
   }
@@ -331,13 +330,7 @@ std::vector<ReconBlockResult> read_checkpoint(const std::string& path, const std
     ReconBlock& block = blocks[b];
     if (results[b].block != block.name)
       throw Error(path, "block " + std::to_string(b) + " is '" + results[b].block + "', expected '" + block.name + "'");
-    for (const auto& q : block.activations) {
-      if (auto* affine = dynamic_cast<AffineQuantizer*>(q.get())) {
-        affine->set_params(tensor(q->name() + ".scale"), tensor(q->name() + ".zero_point"));
-      } else if (auto* log = dynamic_cast<LogQuantizer*>(q.get())) {
-        log->set_params(tensor(q->name() + ".scale").item<double>(), tensor(q->name() + ".tau").item<double>());
-      }
-    }
+    set_activation_params(block, tensor);
     for (auto& w : block.weights) {
       const at::Tensor mask = tensor(w.quantizer->name() + ".adaround");
       if (mask.sizes() != w.weight.sizes()) throw Error(path, "'" + w.quantizer->name() + ".adaround' has the wrong shape");
