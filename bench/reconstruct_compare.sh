@@ -33,9 +33,11 @@ s = l["before_reconstruction"]
 print(f"report: {sys.argv[1]}")
 for key in ("mask_logits_sqnr_db", "mask_sign_agreement", "embedding_sqnr_db"):
     print(f"{key:22s} S {s[key]!s:>10.10}   L {l[key]!s:>10.10}")
-print(f"{'block':62s} {'mse before':>11s} {'mse after':>11s} {'s/iter':>8s}")
+print(f"{'block':62s} {'mse before':>11s} {'mse trained':>11s} {'mse after':>11s} {'s/iter':>8s}")
 for b in l["reconstruction"]:
-    print(f"{b['block']:62s} {b['mse_before']:11.4g} {b['mse_after']:11.4g} {b['seconds_per_iter']:8.3f}")
-falling = sum(b["mse_after"] < b["mse_before"] for b in l["reconstruction"])
-print(f"blocks whose error fell: {falling}/{len(l['reconstruction'])}")
+    kept = "  (reverted)" if b.get("reverted") else ""
+    print(f"{b['block']:62s} {b['mse_before']:11.4g} {b['mse_trained']:11.4g} {b['mse_after']:11.4g}"
+          f" {b['seconds_per_iter']:8.3f}{kept}")
+falling = sum(b["mse_trained"] < b["mse_before"] for b in l["reconstruction"])
+print(f"blocks whose training lowered the error: {falling}/{len(l['reconstruction'])}")
 PY

@@ -102,7 +102,7 @@ TEST(Checkpoint, ForbiddenGlobalIsNamedAndNeverRun) {
 }
 
 TEST(Checkpoint, CorruptPickleIsAnErrorNotACrash) {
-  for (const std::string pickle : {std::string("\x80\x02}q\x00(X\x03\x00\x00\x00"), std::string("\x80\x02\xff"),
+  for (const std::string& pickle : {std::string("\x80\x02}q\x00(X\x03\x00\x00\x00"), std::string("\x80\x02\xff"),
                                    std::string("\x80\x02h\x05."), std::string(".")}) {
     io::Unpickler unpickler("bad.pkl", pickle, nullptr);
     EXPECT_NE(error_of([&] { unpickler.load(); }).find("bad.pkl: "), std::string::npos);

@@ -22,6 +22,8 @@ enum class ScoreScaling {
 struct ProbabilityHook {
   std::function<at::Tensor(const at::Tensor& probs, const at::Tensor& values)> transform;
   bool elementwise = false;
+  // The transform may run on several heads at once (it keeps no state).
+  bool concurrent = false;
   explicit operator bool() const { return bool(transform); }
 };
 

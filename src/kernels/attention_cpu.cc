@@ -1,3 +1,5 @@
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -38,6 +40,28 @@ at::Tensor attention_autograd(const at::Tensor& q, const at::Tensor& k, const at
   return out.permute({0, 2, 1, 3}).reshape({q.size(0), q.size(1), v.size(2)});
 }
 
+// scores[n, i * Wk + j] += rel_h[n, i], then += rel_w[n, j]: one pass with the rounding of the
+// official two broadcast adds, ((score + rel_h) + rel_w).
+void add_rel_pos(const at::Tensor& scores, const at::Tensor& rel_h_in, const at::Tensor& rel_w_in) {
+  const at::Tensor rel_h = rel_h_in.stride(1) == 1 ? rel_h_in : rel_h_in.contiguous();
+  const at::Tensor rel_w = rel_w_in.stride(1) == 1 ? rel_w_in : rel_w_in.contiguous();
+  const int64_t hk = rel_h.size(1), wk = rel_w.size(1);
+  float* const s = scores.data_ptr<float>();
+  const float* const rh = rel_h.data_ptr<float>();
+  const float* const rw = rel_w.data_ptr<float>();
+  const int64_t s_stride = scores.stride(0), rh_stride = rel_h.stride(0), rw_stride = rel_w.stride(0);
+  at::parallel_for(0, scores.size(0), 8, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      float* row = s + n * s_stride;
+      const float* w = rw + n * rw_stride;
+      for (int64_t i = 0; i < hk; ++i, row += wk) {
+        const float h = rh[n * rh_stride + i];
+        for (int64_t j = 0; j < wk; ++j) row[j] = (row[j] + h) + w[j];
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void attention_into(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
@@ -55,11 +79,7 @@ void attention_into(const at::Tensor& q_in, const at::Tensor& k, const at::Tenso
     at::Tensor p = probs.narrow(0, 0, rows);
     matmul_into(q.narrow(0, r0, rows), kt, s);
     if (scaling == ScoreScaling::kDivideScores) s.div_(score_divisor(d));
-    if (rel_h.defined()) {
-      s.view({rows, rel_h.size(-1), rel_w.size(-1)})
-          .add_(rel_h.narrow(0, r0, rows).unsqueeze(-1))
-          .add_(rel_w.narrow(0, r0, rows).unsqueeze(-2));
-    }
+    if (rel_h.defined()) add_rel_pos(s, rel_h.narrow(0, r0, rows), rel_w.narrow(0, r0, rows));
     at::_softmax_out(p, s, -1, false);
     matmul_into(probs_hook ? probs_hook->transform(p, v) : p, v, out.narrow(0, r0, rows));
   }
@@ -75,12 +95,20 @@ at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const 
   at::Tensor out = at::empty({q.size(0), q.size(1), v.size(2)}, q.options());
   const at::Tensor qh = split_heads(q, num_heads), kh = split_heads(k, num_heads), vh = split_heads(v, num_heads);
   const at::Tensor oh = split_heads(out, num_heads);
-  for (int64_t b = 0; b < q.size(0); ++b) {
-    for (int64_t h = 0; h < num_heads; ++h) {
-      attention_into(qh[b][h], kh[b][h], vh[b][h], oh[b][h], scaling,
-                     rel_h.defined() ? rel_h[b][h] : at::Tensor(), rel_w.defined() ? rel_w[b][h] : at::Tensor(),
-                     probs_hook ? &probs_hook : nullptr);
-    }
+  const auto one_head = [&](int64_t job) {
+    const int64_t b = job / num_heads, h = job % num_heads;
+    attention_into(qh[b][h], kh[b][h], vh[b][h], oh[b][h], scaling, rel_h.defined() ? rel_h[b][h] : at::Tensor(),
+                   rel_w.defined() ? rel_w[b][h] : at::Tensor(), probs_hook ? &probs_hook : nullptr);
+  };
+  const int64_t jobs = q.size(0) * num_heads;
+  if (probs_hook && !probs_hook.concurrent) {
+    for (int64_t job = 0; job < jobs; ++job) one_head(job);
+  } else {
+    // One head per thread, each op inside single-threaded: a head's chunk stays in its core's
+    // cache, and small windowed heads do not pay a thread fork per op.
+    at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t job = begin; job < end; ++job) one_head(job);
+    });
   }
   return out;
 }

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
+#include <vector>
 
 #include "kernels/matmul.h"
 #include "util/error.h"
@@ -37,9 +38,16 @@ struct MatmulKey {
   }
 };
 
-dnnl::matmul& cached_primitive(const MatmulKey& key) {
+// A primitive and the scratchpad it asks for. Scratchpads are the caller's (user mode), so
+// that several threads may run the same primitive at once (attention heads in parallel).
+struct CachedMatmul {
+  dnnl::matmul primitive;
+  memory::desc scratchpad;
+};
+
+CachedMatmul cached_primitive(const MatmulKey& key) {
   static std::mutex mutex;
-  static std::unordered_map<std::string, dnnl::matmul> cache;
+  static std::unordered_map<std::string, CachedMatmul> cache;
   const std::lock_guard<std::mutex> lock(mutex);
   const std::string id = key.str();
   auto it = cache.find(id);
@@ -49,6 +57,7 @@ dnnl::matmul& cached_primitive(const MatmulKey& key) {
   const auto c = desc2d(key.m, key.n, key.c_rs, key.c_cs);
   const auto bias = key.bias ? desc2d(1, key.n, key.n, 1) : memory::desc();
   dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (key.alpha != 1.0f) attr.set_output_scales(0, {key.alpha});
   if (key.activation != int(Activation::kNone)) {
     dnnl::post_ops ops;
@@ -61,14 +70,14 @@ dnnl::matmul& cached_primitive(const MatmulKey& key) {
   const dnnl::matmul::desc desc(a, b, bias, c);
   const dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
   if (cache.size() > 4096) cache.clear();  // shapes of a long eval run with varying batch sizes
-  return cache.emplace(id, dnnl::matmul(pd)).first->second;
+  return cache.emplace(id, CachedMatmul{dnnl::matmul(pd), pd.scratchpad_desc()}).first->second;
 }
 
 void run_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& out,
                 Activation activation, float alpha) {
   const MatmulKey key{a.size(0), a.size(1), b.size(1), a.stride(0), a.stride(1), b.stride(0), b.stride(1),
                       out.stride(0), out.stride(1), bias.defined(), int(activation), alpha};
-  dnnl::matmul& prim = cached_primitive(key);
+  const CachedMatmul cached = cached_primitive(key);
   auto& engine = cpu_engine();
   const auto mem = [&](const at::Tensor& t, int64_t rows, int64_t cols) {
     return memory(desc2d(rows, cols, t.stride(0), t.stride(1)), engine, const_cast<float*>(t.data_ptr<float>()));
@@ -78,8 +87,14 @@ void run_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias
                                        {DNNL_ARG_DST, mem(out, key.m, key.n)}};
   if (bias.defined())
     args.emplace(DNNL_ARG_BIAS, memory(desc2d(1, key.n, key.n, 1), engine, const_cast<float*>(bias.data_ptr<float>())));
+  thread_local std::vector<uint8_t> scratchpad;
+  const size_t scratchpad_bytes = cached.scratchpad.get_size();
+  if (scratchpad_bytes > 0) {
+    if (scratchpad.size() < scratchpad_bytes) scratchpad.resize(scratchpad_bytes);
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(cached.scratchpad, engine, scratchpad.data()));
+  }
   dnnl::stream stream(engine);
-  prim.execute(stream, args);
+  cached.primitive.execute(stream, args);
   stream.wait();
 }
 

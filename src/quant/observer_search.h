@@ -3,7 +3,8 @@
 // with a handful of whole-tensor ops; on a CPU that costs hours for ViT-B (25,600 candidates
 // per weight at 8 bits, dozens of log quantizations of every 4096 x 4096 attention map). These
 // kernels give the same losses (float32 element operations in the seed's order, sums in
-// float64) in one pass, without temporaries.
+// float64) in one pass, without temporaries. They take tensors on any device and compute on
+// the host; tensors they return are on their inputs' device.
 #include <ATen/ATen.h>
 
 #include <utility>

@@ -145,7 +145,8 @@ at::Tensor affine_abs_error(const at::Tensor& x_in, double scale_in, double zero
 
 }  // namespace
 
-double affine_loss(const at::Tensor& x, double scale, double zero_point, const QuantRange& range) {
+double affine_loss(const at::Tensor& x_in, double scale, double zero_point, const QuantRange& range) {
+  const at::Tensor x = x_in.cpu();  // these kernels read host memory, whatever the model's device
   const at::Tensor error = x.scalar_type() == at::kDouble ? affine_abs_error<double>(x, scale, zero_point, range)
                                                          : affine_abs_error<float>(x.to(at::kFloat), scale, zero_point, range);
   return error.pow_(kLossPower).mean().item<double>();
@@ -153,9 +154,9 @@ double affine_loss(const at::Tensor& x, double scale, double zero_point, const Q
 
 std::pair<at::Tensor, at::Tensor> mse_grid_search_2d(const at::Tensor& rows_in, const at::Tensor& row_min,
                                                      const at::Tensor& row_max, const QuantRange& range) {
-  const at::Tensor rows = rows_in.to(at::kFloat).contiguous();
-  const at::Tensor lo_in = row_min.to(at::kFloat).contiguous().view({-1});
-  const at::Tensor hi_in = row_max.to(at::kFloat).contiguous().view({-1});
+  const at::Tensor rows = rows_in.cpu().to(at::kFloat).contiguous();
+  const at::Tensor lo_in = row_min.cpu().to(at::kFloat).contiguous().view({-1});
+  const at::Tensor hi_in = row_max.cpu().to(at::kFloat).contiguous().view({-1});
   const int64_t channels = lo_in.numel(), n = rows.numel() / channels;
   at::Tensor best_min = at::empty({channels}, at::kFloat), best_max = at::empty({channels}, at::kFloat);
   const float* data = rows.data_ptr<float>();
@@ -169,14 +170,14 @@ std::pair<at::Tensor, at::Tensor> mse_grid_search_2d(const at::Tensor& rows_in, 
       best_max.data_ptr<float>()[c] = hi;
     }
   });
-  return {best_min.view(row_min.sizes()), best_max.view(row_max.sizes())};
+  return {best_min.view(row_min.sizes()).to(row_min.device()), best_max.view(row_max.sizes()).to(row_max.device())};
 }
 
 double agq_loss(const at::Tensor& attn, const at::Tensor& value, const at::Tensor& reference, double scale,
                 const QuantRange& range, double tau) {
-  const at::Tensor a = attn.contiguous().view({-1, attn.size(-2), attn.size(-1)});
-  const at::Tensor v = value.contiguous().view({-1, value.size(-2), value.size(-1)});
-  const at::Tensor ref = reference.contiguous().view({-1, reference.size(-2), reference.size(-1)});
+  const at::Tensor a = attn.cpu().contiguous().view({-1, attn.size(-2), attn.size(-1)});
+  const at::Tensor v = value.cpu().contiguous().view({-1, value.size(-2), value.size(-1)});
+  const at::Tensor ref = reference.cpu().contiguous().view({-1, reference.size(-2), reference.size(-1)});
   const int64_t batch = a.size(0), n = a.size(1), cols = a.size(2);
   // Small maps take ATen's batched matmul whole, as the seed (its small-matrix kernel rounds
   // differently from a BLAS call per block); large ones go block by block through BLAS.

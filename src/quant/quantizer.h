@@ -39,6 +39,9 @@ class Quantizer : public sam::QuantPoint {
   bool needs_whole_tensor() const override { return mode_ == QuantMode::kCalibrate; }
   bool elementwise() const override { return mode_ != QuantMode::kCalibrate && !capture_; }
   at::Tensor grid_step() const override { return {}; }
+  bool stateless() const override {
+    return !capture_ && (mode_ == QuantMode::kOff || (mode_ == QuantMode::kSimulate && drop_prob_ >= 1.0));
+  }
 
   // Leaving kCalibrate settles the parameters from the observer.
   void set_mode(QuantMode mode);

@@ -27,6 +27,9 @@ class QuantPoint {
   // When apply() returns exactly (code - zero_point) * step on an affine grid: the step, one
   // element per tensor or one per channel along dim 0. Undefined otherwise.
   virtual at::Tensor grid_step() const = 0;
+  // Whether apply() keeps no state and draws no random numbers, so that several threads may
+  // call it at once (on different tensors) with the result of calling it in turn.
+  virtual bool stateless() const = 0;
 };
 
 using QuantPointPtr = std::shared_ptr<QuantPoint>;
@@ -39,7 +42,7 @@ inline at::Tensor quantize_at(const QuantPointPtr& point, const at::Tensor& x, c
 inline kernels::ProbabilityHook softmax_hook(const QuantPointPtr& point) {
   if (!point) return {};
   return {[point](const at::Tensor& probs, const at::Tensor& values) { return point->apply(probs, values); },
-          point->elementwise()};
+          point->elementwise(), point->stateless()};
 }
 
 // The quantizers of a Linear or Conv2d: its input and its weight. `integer`, set by the integer
