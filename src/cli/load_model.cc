@@ -1,16 +1,28 @@
+#include <malloc.h>
+
 #include <cstdio>
 
 #include "cli/commands.h"
 
 namespace ptq4sam::cli {
 
+namespace {
+
+// Loading leaves its file buffers and unpacked codes freed in the heap, which init_runtime
+// keeps from the kernel (M_TRIM_THRESHOLD) for the forward passes' sake: hand them back once.
+void release_load_garbage() { malloc_trim(0); }
+
+}  // namespace
+
 LoadedModel load_model(const std::string& path, quant::Backend backend) {
   LoadedModel loaded;
   if (!quant::is_artifact(path)) {
     loaded.sam = sam::load_sam(path);
+    release_load_garbage();
     return loaded;
   }
   loaded.quantized = quant::load_artifact(path, {backend});
+  release_load_garbage();
   loaded.sam = loaded.quantized->model();
   const auto& config = loaded.quantized->config();
   const auto& integer = loaded.quantized->integer_layers();
