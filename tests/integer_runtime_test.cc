@@ -148,7 +148,7 @@ TEST(IntegerRuntime, FallsBackWithoutVnni) {
 }
 
 // The int4 codes stay packed two per byte: the integer model of a W4A4 artifact holds about an
-// eighth of the float32 bytes for its quantized layers.
+// eighth of the float32 bytes for its quantized layers, and the position embedding in half.
 TEST(IntegerRuntime, Int4WeightsStayPacked) {
   PTQ4SAM_REQUIRE_FIXTURES("sam_tiny");
   test::TempDir dir;
@@ -165,6 +165,10 @@ TEST(IntegerRuntime, Int4WeightsStayPacked) {
     EXPECT_LE(qsam->model()->named_parameters()[site.name + ".weight"].storage().nbytes(), 4u) << site.name;
   }
   EXPECT_LE(double(code_bytes), 1.1 * double(float_bytes) / 8.0);
+  // The position embedding, float32 in the seed, is held as its float16 rounding.
+  const at::Tensor& pos_embed = qsam->model()->image_encoder->pos_embed;
+  EXPECT_EQ(pos_embed.scalar_type(), at::kHalf);
+  EXPECT_TRUE(at::equal(pos_embed, model->image_encoder->pos_embed.to(at::kHalf)));
 }
 
 }  // namespace

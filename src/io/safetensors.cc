@@ -17,7 +17,7 @@ struct DtypeName {
   at::ScalarType type;
   const char* name;
 };
-constexpr DtypeName kDtypes[] = {{at::kFloat, "F32"}, {at::kDouble, "F64"}, {at::kLong, "I64"}, {at::kInt, "I32"},
+constexpr DtypeName kDtypes[] = {{at::kFloat, "F32"}, {at::kHalf, "F16"}, {at::kDouble, "F64"}, {at::kLong, "I64"}, {at::kInt, "I32"},
                                  {at::kShort, "I16"}, {at::kChar, "I8"},    {at::kByte, "U8"},  {at::kBool, "BOOL"}};
 
 const char* dtype_name(at::ScalarType type, const std::string& tensor) {

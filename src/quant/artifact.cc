@@ -31,6 +31,15 @@ std::string model_signature(const sam::Sam& model) {
 // Weights as (out, rest): the channel axis of every quantized weight is 0.
 at::Tensor as_rows(const at::Tensor& w) { return w.reshape({w.size(0), -1}); }
 
+constexpr const char* kPositionEmbedding = "image_encoder.pos_embed";
+
+// A quantized model's position embedding holds float16 values (see QuantizedSam): stored as
+// such, and held as such by the integer runtime, which adds it in float32.
+void hold_position_embedding_in_half(sam::Sam& model) {
+  at::Tensor& pos_embed = model.image_encoder->pos_embed;
+  pos_embed.set_data(pos_embed.to(at::kHalf));
+}
+
 }  // namespace
 
 at::Tensor pack_int4(const at::Tensor& codes) {
@@ -63,7 +72,7 @@ void save_artifact(const QuantizedSam& qsam, const std::string& path) {
   json weights = json::object();
   for (const auto& [name, tensor] : qsam.model()->state_tensors()) {
     if (!quantized.count(name)) {
-      tensors.emplace_back(name, tensor.to(at::kFloat));
+      tensors.emplace_back(name, tensor.to(name == kPositionEmbedding ? at::kHalf : at::kFloat));
       continue;
     }
     const auto q = std::static_pointer_cast<AffineQuantizer>(qsam.find(name + "_fake_quant"));
@@ -228,6 +237,7 @@ std::unique_ptr<QuantizedSam> load_artifact(const std::string& path, const LoadO
     site.points->integer = std::move(layer);
     runtime.names.push_back(site.name);
   }
+  if (integer) hold_position_embedding_in_half(*model);
   runtime.fallback = fallback;
   if (!fallback.empty())
     runtime.fallback_reason = !options.integer_matmul_exact
