@@ -75,6 +75,7 @@ TEST_F(QuantizeCli, QuantizesReportsAndTheArtifactSegments) {
   const auto bench = test::run_cli("bench --runs 1 --threads 1 --model " + file("model.pth") + " --model " + out);
   ASSERT_EQ(bench.exit_code, 0) << bench.output;
   EXPECT_NE(bench.output.find("embed min"), std::string::npos) << bench.output;
+  EXPECT_NE(bench.output.find("embed RSS"), std::string::npos) << bench.output;
   EXPECT_NE(bench.output.find("FP32"), std::string::npos) << bench.output;
   EXPECT_NE(bench.output.find("W4A8 integer"), std::string::npos) << bench.output;
   const auto no_runs = test::run_cli("bench --runs 0 --model " + out);

@@ -81,15 +81,20 @@ nlohmann::json measure(const std::string& path, const BenchOptions& o) {
   }
   sam::Predictor predictor(loaded.sam);
   std::vector<double> embed, decode;
+  // All embeddings first: the peak RSS up to then is the embedding's (the decoder's batch of
+  // upscaled masks needs more than the encoder).
   for (int run = 0; run < o.runs; ++run) {
     const auto t_embed = std::chrono::steady_clock::now();
     predictor.set_image(image);
     embed.push_back(seconds_since(t_embed));
+    std::fprintf(stderr, "\rbench: %s [%d/%d] embed %.3f s   ", kind.c_str(), run + 1, o.runs, embed.back());
+    std::fflush(stderr);
+  }
+  const double embed_rss_mb = peak_rss_mb();
+  for (int run = 0; run < o.runs; ++run) {
     const auto t_decode = std::chrono::steady_clock::now();
     predictor.predict(prompts, false);
     decode.push_back(seconds_since(t_decode));
-    std::fprintf(stderr, "\rbench: %s [%d/%d] embed %.3f s   ", kind.c_str(), run + 1, o.runs, embed.back());
-    std::fflush(stderr);
   }
   std::fprintf(stderr, "\n");
   std::error_code ec;
@@ -101,6 +106,7 @@ nlohmann::json measure(const std::string& path, const BenchOptions& o) {
           {"embed_median_seconds", median(embed)},
           {"decoder_median_seconds", median(decode)},
           {"boxes", o.boxes},
+          {"embed_peak_rss_mb", embed_rss_mb},
           {"peak_rss_mb", peak_rss_mb()},
           {"file_mb", ec ? 0.0 : double(file_bytes) / 1e6},
           {"weights_mb", double(resident_weight_bytes(loaded)) / 1e6}};
@@ -143,15 +149,16 @@ nlohmann::json measure_in_child(const std::string& path, const BenchOptions& o) 
 }
 
 void print_table(const std::vector<nlohmann::json>& rows) {
-  std::printf("%-40s %-16s %10s %10s %12s %10s %9s %11s\n", "model", "kind", "embed min", "embed med",
-              "decoder/batch", "peak RSS", "file MB", "weights MB");
+  std::printf("%-40s %-16s %10s %10s %12s %10s %10s %9s %11s\n", "model", "kind", "embed min", "embed med",
+              "decoder/batch", "embed RSS", "peak RSS", "file MB", "weights MB");
   for (const auto& r : rows) {
     std::string name = std::filesystem::path(r["model"].get<std::string>()).filename().string();
     if (name.size() > 40) name = "..." + name.substr(name.size() - 37);
-    std::printf("%-40s %-16s %8.3f s %8.3f s %10.1f ms %7.0f MB %9.1f %11.1f\n", name.c_str(),
+    std::printf("%-40s %-16s %8.3f s %8.3f s %10.1f ms %7.0f MB %7.0f MB %9.1f %11.1f\n", name.c_str(),
                 r["kind"].get<std::string>().c_str(), r["embed_min_seconds"].get<double>(),
                 r["embed_median_seconds"].get<double>(), 1e3 * r["decoder_median_seconds"].get<double>(),
-                r["peak_rss_mb"].get<double>(), r["file_mb"].get<double>(), r["weights_mb"].get<double>());
+                r["embed_peak_rss_mb"].get<double>(), r["peak_rss_mb"].get<double>(), r["file_mb"].get<double>(),
+                r["weights_mb"].get<double>());
   }
 }
 
@@ -185,8 +192,8 @@ Runner add_bench_command(CLI::App& app) {
       "Example:\n"
       "  ptq4sam bench --model sam_vit_b.pth --model w8a8.safetensors --model w4a4.safetensors --threads 2\n"
       "  prints one row per model: image-embedding time (min and median over --runs), decoder time for\n"
-      "  one batch of --boxes box prompts, peak RSS (each model in its own process), file size and the\n"
-      "  bytes of weights held in memory.");
+      "  one batch of --boxes box prompts, peak RSS up to the last embedding and over the whole run\n"
+      "  (each model in its own process), file size and the bytes of weights held in memory.");
   cmd->add_option("--model", o->models, "SAM checkpoint (.pth) or quantized artifact (.safetensors); repeatable")
       ->required();
   add_backend_option(*cmd, o->backend);

@@ -25,7 +25,9 @@ Runner add_bench_command(CLI::App& app);
 
 // A model from an official checkpoint (.pth) or a quantized artifact (.safetensors), which
 // runs on `backend` with its quantizers (kept alive here). Reports what runs on stderr, and
-// warns once, naming them, about layers the integer runtime left simulated.
+// warns once, naming them, about layers the integer runtime left simulated. From then on, the
+// process's large CPU tensors (the forward passes' activations) come from
+// kernels::LargeBlockPool: it is for programs that run models, not ones that calibrate them.
 struct LoadedModel {
   std::shared_ptr<sam::Sam> sam;
   std::unique_ptr<quant::QuantizedSam> quantized;

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "kernels/large_block_pool.h"
 
 namespace ptq4sam::cli {
 
@@ -10,7 +11,13 @@ namespace {
 
 // Loading leaves its file buffers and unpacked codes freed in the heap, which init_runtime
 // keeps from the kernel (M_TRIM_THRESHOLD) for the forward passes' sake: hand them back once.
-void release_load_garbage() { malloc_trim(0); }
+// Then the forward passes' tensors go to the pool. Its range then holds no weights, whose
+// blocks, scattered among the loading's freed ones, would split the free space (W8A8 ViT-B:
+// 517 MB pool footprint with the weights in it).
+void release_load_garbage() {
+  malloc_trim(0);
+  kernels::use_large_block_pool();
+}
 
 }  // namespace
 
