@@ -43,6 +43,26 @@ TEST(QuantizedLinear, MatchesTheFakeQuantizedLayer) {
   }
 }
 
+// The simulated model's layer (code_linear) and the integer one round the same float32
+// operations: equal bit for bit, on rows long enough for the vectorized passes.
+TEST(QuantizedLinear, AgreesBitForBitWithCodeLinear) {
+  at::manual_seed(12);
+  for (const int act_bits : {4, 8}) {
+    SCOPED_TRACE("A" + std::to_string(act_bits));
+    const int64_t m = 96, k = 768, n = 200;
+    const kernels::ActivationQuantization aq{0.02f, act_bits == 8 ? 128 : 8, 0, (1 << act_bits) - 1};
+    const at::Tensor codes = at::randint(0, 256, {n, k}, at::kInt), w_zp = at::randint(0, 256, {n}, at::kInt);
+    const at::Tensor w_scale = at::rand({n}) * 0.01 + 0.001;
+    const kernels::QuantizedWeight qw = kernels::make_quantized_weight(codes, w_scale, w_zp, 8, false, at::randn({n}));
+    const at::Tensor x = at::randn({m, k});
+    const at::Tensor x_codes =
+        at::clamp(at::round(x / aq.scale) + aq.zero_point, aq.quant_min, aq.quant_max) - aq.zero_point;
+    const at::Tensor expected = kernels::code_linear(x_codes, (codes - w_zp.unsqueeze(1)).to(at::kFloat),
+                                                     (aq.scale * w_scale).to(at::kFloat), qw.bias);
+    EXPECT_TRUE(at::equal(kernels::quantized_linear(x, aq, qw), expected));
+  }
+}
+
 TEST(QuantizedLinear, RefusesCodesOffTheGrid) {
   const at::Tensor codes = at::full({2, 4}, 16, at::kLong);
   EXPECT_THROW(kernels::make_quantized_weight(codes, at::ones({2}), at::zeros({2}), 4, false, at::Tensor()), std::exception);

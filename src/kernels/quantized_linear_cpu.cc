@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "kernels/quantized_linear.h"
+#include "kernels/quantize_step.h"
 #include "util/error.h"
 
 namespace ptq4sam::kernels {
@@ -90,31 +91,23 @@ std::shared_ptr<const PackedWeightCodes> pack_codes(const at::Tensor& codes, boo
   return packed;
 }
 
-// u8 codes of one row of x and their sum: the fake quantizer's float32 steps, round(x / s) + z,
-// then the clamp. x / s is clamped first, below 2^22, so that adding and taking away 1.5 * 2^23
-// rounds half to even (as std::nearbyint) by the float adder itself; the final clamp makes that
-// invisible. The clamps are std::max / std::min spelled out, and floating-point traps are
-// declared absent (no value changes): only then does GCC vectorize the loop (8x here).
+// u8 codes of one row of x and their sum.
 __attribute__((target_clones("avx512f", "avx2", "default"), optimize("no-trapping-math"))) int32_t quantize_row(
     const float* in, uint8_t* out, int64_t k, float scale, float zero_point, float lo, float hi, int32_t shift) {
-  constexpr float kMagic = 12582912.0f, kLimit = 4194304.0f;
   int32_t sum = 0;
   for (int64_t c = 0; c < k; ++c) {
-    float v = in[c] / scale;
-    v = v < -kLimit ? -kLimit : v;
-    v = kLimit < v ? kLimit : v;
-    float q = ((v + kMagic) - kMagic) + zero_point;
-    q = q < lo ? lo : q;
-    q = hi < q ? hi : q;
-    const int32_t code = int32_t(q) + shift;
+    const int32_t code = int32_t(quantize_step(in[c], scale, zero_point, lo, hi)) + shift;
     out[c] = uint8_t(code);
     sum += code;
   }
   return sum;
 }
 
-// One output row: sum_k (a - za)(w - zw) = acc - zw * sum(a) + column_term, scaled, plus bias.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void dequantize_row(
+// One output row: sum_k (a - za)(w - zw) = acc - zw * sum(a) + column_term, scaled, plus bias,
+// rounded after the product and after the sum as code_linear's separate ATen ops are: never
+// contracted into a fused multiply-add (GCC otherwise may, and did once another function here
+// carried an optimize attribute).
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off"))) void dequantize_row(
     const int32_t* acc, float* y, int64_t n, int32_t a_sum, const int32_t* zw, const int32_t* column_term,
     const float* scale, const float* bias) {
   for (int64_t j = 0; j < n; ++j) y[j] = float(acc[j] - zw[j] * a_sum + column_term[j]) * scale[j] + bias[j];

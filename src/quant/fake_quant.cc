@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/quantize_step.h"
+
 namespace ptq4sam::quant {
 
 at::Tensor round_ste(const at::Tensor& x) { return (x.round() - x).detach() + x; }
@@ -17,22 +19,10 @@ at::Tensor grad_scale(const at::Tensor& t, double factor) { return (t - (t * fac
 namespace {
 
 // fake_quantize's float32 operations in its order, one pass: q/k/v of every attention go
-// through it on each forward. Rounding by the float adder (|v| is clamped below 2^22 first,
-// which the final clamp makes invisible) is round half to even, as at::round. The clamps are
-// std::max / std::min spelled out, and floating-point traps are declared absent (no value
-// changes): only then does GCC vectorize the loop.
+// through it on each forward.
 __attribute__((target_clones("avx512f", "avx2", "default"), optimize("no-trapping-math"))) void fake_quantize_span(
     const float* in, float* out, int64_t n, float scale, float zero_point, float lo, float hi) {
-  constexpr float kMagic = 12582912.0f, kLimit = 4194304.0f;  // 1.5 * 2^23, 2^22
-  for (int64_t i = 0; i < n; ++i) {
-    float v = in[i] / scale;
-    v = v < -kLimit ? -kLimit : v;
-    v = kLimit < v ? kLimit : v;
-    float q = ((v + kMagic) - kMagic) + zero_point;
-    q = q < lo ? lo : q;
-    q = hi < q ? hi : q;
-    out[i] = (q - zero_point) * scale;
-  }
+  for (int64_t i = 0; i < n; ++i) out[i] = (kernels::quantize_step(in[i], scale, zero_point, lo, hi) - zero_point) * scale;
 }
 
 bool needs_grad(const at::Tensor& t) { return at::GradMode::is_enabled() && t.requires_grad(); }
