@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -23,6 +25,28 @@ namespace {
 __attribute__((target_clones("avx512f", "avx2", "default"), optimize("no-trapping-math"))) void fake_quantize_span(
     const float* in, float* out, int64_t n, float scale, float zero_point, float lo, float hi) {
   for (int64_t i = 0; i < n; ++i) out[i] = (kernels::quantize_step(in[i], scale, zero_point, lo, hi) - zero_point) * scale;
+}
+
+// dst[i] = table[codes[i]] for codes in [0, size), size <= 65 (log quantizers of up to 6 bits),
+// with AVX-512: the table sits in four registers and two two-register permutes look 16 codes
+// up at once, where element by element the lookups cost as much as computing the codes.
+__attribute__((target("avx512f"))) void lookup_in_registers(const float* table, int64_t size,
+                                                            const int32_t* codes, float* dst, int64_t n) {
+  alignas(64) float padded[64] = {};
+  std::copy(table, table + std::min<int64_t>(size, 64), padded);
+  const __m512 r0 = _mm512_load_ps(padded), r1 = _mm512_load_ps(padded + 16);
+  const __m512 r2 = _mm512_load_ps(padded + 32), r3 = _mm512_load_ps(padded + 48);
+  const __m512 past_64 = _mm512_set1_ps(size > 64 ? table[64] : 0.0f);
+  const __m512i bit_5 = _mm512_set1_epi32(32), sixty_four = _mm512_set1_epi32(64);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i code = _mm512_loadu_si512(codes + i);
+    const __m512 below_32 = _mm512_permutex2var_ps(r0, code, r1);  // codes' low 5 bits
+    const __m512 from_32 = _mm512_permutex2var_ps(r2, code, r3);
+    const __m512 below_64 = _mm512_mask_blend_ps(_mm512_test_epi32_mask(code, bit_5), below_32, from_32);
+    _mm512_storeu_ps(dst + i, _mm512_mask_blend_ps(_mm512_cmpge_epi32_mask(code, sixty_four), below_64, past_64));
+  }
+  for (; i < n; ++i) dst[i] = table[codes[i]];
 }
 
 bool needs_grad(const at::Tensor& t) { return at::GradMode::is_enabled() && t.requires_grad(); }
@@ -141,12 +165,18 @@ void LogQuantTable::apply(const float* in, float* out, int64_t n) const {
   bool any_special = false;
   constexpr int64_t kBlock = 1024;
   int32_t codes[kBlock];
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f");
+  const bool in_registers = has_avx512 && values_.size() <= 65;
   for (int64_t start = 0; start < n; start += kBlock) {
     const int64_t count = std::min(kBlock, n - start);
     any_special |= log_codes(in + start, codes, count, scale_, thresholds, tau, top);
     const float* table = values_.data();
     float* dst = out + start;
-    for (int64_t i = 0; i < count; ++i) dst[i] = table[codes[i]];
+    if (in_registers) {
+      lookup_in_registers(table, int64_t(values_.size()), codes, dst, count);
+    } else {
+      for (int64_t i = 0; i < count; ++i) dst[i] = table[codes[i]];
+    }
   }
   if (!any_special) return;
   for (int64_t i = 0; i < n; ++i) {
