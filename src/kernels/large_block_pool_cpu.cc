@@ -39,6 +39,12 @@ void unregister_pool(const LargeBlockPool* pool) {
   }
 }
 
+c10::DataPtr malloc_block(size_t bytes, c10::DeleterFnPtr deleter) {
+  void* data = nullptr;
+  if (posix_memalign(&data, 64, std::max<size_t>(bytes, 64)) != 0) throw std::bad_alloc();
+  return {data, data, deleter, c10::Device(c10::DeviceType::CPU)};
+}
+
 }  // namespace
 
 LargeBlockPool::LargeBlockPool(size_t reserve_bytes, size_t min_block) : min_block_(std::max<size_t>(min_block, 1)) {
@@ -68,18 +74,8 @@ void LargeBlockPool::free_any(void* data) {
   std::free(data);
 }
 
-namespace {
-
-c10::DataPtr malloc_block(size_t bytes, c10::DeleterFnPtr deleter) {
-  void* data = nullptr;
-  if (posix_memalign(&data, 64, std::max<size_t>(bytes, 64)) != 0) throw std::bad_alloc();
-  return {data, data, deleter, c10::Device(c10::DeviceType::CPU)};
-}
-
-}  // namespace
-
 LargeBlockPool& LargeBlockPool::process_pool() {
-  static LargeBlockPool* const pool = new LargeBlockPool(kProcessReserve);
+  static LargeBlockPool* const pool = new LargeBlockPool(kProcessReserve);  // never deleted: see the header
   return *pool;
 }
 
