@@ -1,6 +1,7 @@
 #pragma once
-// A CPU allocator for inference: large tensors (activations, weights) come from one reserved
-// address range, handed out best-fit and merged with their free neighbours when released.
+// A CPU allocator for inference: large tensors (the forward passes' activations) come from one
+// reserved address range, handed out best-fit and merged with their free neighbours when
+// released.
 //
 // Why not glibc: an image embedding allocates ~1500 activation-sized blocks of a dozen sizes.
 // Handing them back to the kernel makes every reuse pay page faults (a fifth of the encoder's
@@ -18,12 +19,12 @@
 namespace ptq4sam::kernels {
 
 struct PoolStats {
-  size_t live_bytes = 0;      // handed out by the pool, not yet released
-  size_t peak_live_bytes = 0; // the most that ever was
-  size_t footprint = 0;       // end of the highest block in use: the range's touched prefix now
-  size_t peak_footprint = 0;  // the most the prefix ever was: pages touched (resident) so far
-  size_t free_blocks = 0;     // holes below the footprint
-  size_t fallbacks = 0;       // large requests served by malloc because the range was full
+  size_t live_bytes = 0;       // handed out by the pool, not yet released
+  size_t peak_live_bytes = 0;  // the most that ever was
+  size_t footprint = 0;        // end of the highest block in use: the range's touched prefix now
+  size_t peak_footprint = 0;   // the most the prefix ever was: pages touched (resident) so far
+  size_t free_blocks = 0;      // holes below the footprint
+  size_t fallbacks = 0;        // large requests served by malloc because the range was full
 };
 
 class LargeBlockPool final : public c10::Allocator {

@@ -11,7 +11,9 @@ bool is_lsq(const QConfig& config) { return config.quantizer.rfind("LSQ", 0) == 
 // fifth of a W4A4 ViT-B's weights (12.6 of 65 MB). The quantized model holds it rounded to
 // float16 values, so calibration, the simulated model and the integer runtime see the same
 // numbers while artifacts store it, and the integer runtime holds it, in half the bytes. The
-// rounding (at most 2^-11 relative) is far below any activation quantizer's step.
+// rounding is at most 2^-11 relative, far below an activation quantizer's step; but any
+// perturbation flips some codes at rounding boundaries and grows block by block, so it is made
+// here, for every backend, and not in the integer runtime alone.
 void round_position_embedding_to_half(sam::Sam& model) {
   at::NoGradGuard no_grad;
   at::Tensor& pos_embed = model.image_encoder->pos_embed;
