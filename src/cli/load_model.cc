@@ -35,7 +35,8 @@ LoadedModel load_model(const std::string& path, quant::Backend backend) {
   const auto& integer = loaded.quantized->integer_layers();
   std::string runs = "simulated (fake-quant)";
   if (backend == quant::Backend::kInteger)
-    runs = "integer runtime, " + std::to_string(integer.names.size()) + " layers on u8 x s8 codes";
+    runs = "integer runtime, " + std::to_string(integer.names.size()) + " layers and " +
+           std::to_string(integer.attentions.size()) + " attentions on u8 x s8 codes";
   std::fprintf(stderr, "quantized artifact: W%dA%d%s, %s\n", config.w.bit, config.a.bit,
                loaded.quantized->quant_encoder() ? ", encoder quantized" : "", runs.c_str());
   if (!integer.fallback.empty()) {

@@ -6,7 +6,9 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
+#include "kernels/int_matmul.h"
 #include "kernels/quantized_linear.h"
 #include "kernels/quantize_step.h"
 #include "util/error.h"
@@ -21,7 +23,7 @@ struct PackedWeightCodes {
   bool nibbles = false;  // two signed 4-bit codes per byte, low nibble first
 };
 
-namespace {
+namespace int_matmul {
 
 using dnnl::memory;
 
@@ -30,19 +32,27 @@ dnnl::engine& engine() {
   return cpu;
 }
 
-// The rows of the product every layer of SAM's encoder sees: its packed layout is chosen for it.
-constexpr int64_t kTypicalRows = 4096;
+namespace {
 
-dnnl::matmul::primitive_desc int_matmul_desc(int64_t m, const memory::desc& weights) {
+// Scratchpads are the caller's (user mode): several threads may then run the same primitive at
+// once (attention heads in parallel), where a library-owned scratchpad would be shared.
+dnnl::matmul::primitive_desc matmul_desc(int64_t m, const memory::desc& weights) {
   const memory::desc src({m, weights.dims()[0]}, memory::data_type::u8, memory::format_tag::ab);
   const memory::desc dst({m, weights.dims()[1]}, memory::data_type::s32, memory::format_tag::ab);
-  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), engine());
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), attr, engine());
 }
 
+struct CachedMatmul {
+  dnnl::matmul primitive;
+  memory::desc scratchpad;
+};
+
 // Primitives by rows and weights layout.
-dnnl::matmul& int_matmul(int64_t m, const memory::desc& weights) {
+const CachedMatmul& cached_primitive(int64_t m, const memory::desc& weights) {
   static std::mutex mutex;
-  static std::unordered_map<std::string, dnnl::matmul> cache;
+  static std::unordered_map<std::string, CachedMatmul> cache;
   const std::lock_guard<std::mutex> lock(mutex);
   std::string key = std::to_string(m) + ":";
   for (const auto d : weights.dims()) key += std::to_string(d) + ",";
@@ -50,8 +60,61 @@ dnnl::matmul& int_matmul(int64_t m, const memory::desc& weights) {
   const auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   if (cache.size() > 1024) cache.clear();
-  return cache.emplace(key, dnnl::matmul(int_matmul_desc(m, weights))).first->second;
+  const auto pd = matmul_desc(m, weights);
+  return cache.emplace(key, CachedMatmul{dnnl::matmul(pd), pd.scratchpad_desc()}).first->second;
 }
+
+}  // namespace
+
+memory::desc preferred_weights(int64_t typical_rows, int64_t k, int64_t n) {
+  return matmul_desc(typical_rows, memory::desc({k, n}, memory::data_type::s8, memory::format_tag::any)).weights_desc();
+}
+
+void run(int64_t m, const uint8_t* src, const memory::desc& weights, const void* weight_codes, int32_t* dst) {
+  // A copy: another thread may clear the cache while this one runs.
+  const CachedMatmul matmul = cached_primitive(m, weights);
+  const int64_t k = weights.dims()[0], n = weights.dims()[1];
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, memory({{m, k}, memory::data_type::u8, memory::format_tag::ab}, engine(), const_cast<uint8_t*>(src))},
+      {DNNL_ARG_WEIGHTS, memory(weights, engine(), const_cast<void*>(weight_codes))},
+      {DNNL_ARG_DST, memory({{m, n}, memory::data_type::s32, memory::format_tag::ab}, engine(), dst)}};
+  thread_local std::vector<uint8_t> scratchpad;
+  if (const size_t bytes = matmul.scratchpad.get_size(); bytes > 0) {
+    if (scratchpad.size() < bytes) scratchpad.resize(bytes);
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(matmul.scratchpad, engine(), scratchpad.data()));
+  }
+  dnnl::stream stream(engine());
+  matmul.primitive.execute(stream, args);
+  stream.wait();
+}
+
+namespace {
+
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("no-trapping-math"))) int32_t quantize_span(
+    const float* in, uint8_t* out, int64_t k, float scale, float zero_point, float lo, float hi, int32_t shift) {
+  int32_t sum = 0;
+  for (int64_t c = 0; c < k; ++c) {
+    const int32_t code = int32_t(quantize_step(in[c], scale, zero_point, lo, hi)) + shift;
+    out[c] = uint8_t(code);
+    sum += code;
+  }
+  return sum;
+}
+
+}  // namespace
+
+int32_t quantize_row(const float* in, uint8_t* out, int64_t k, const ActivationQuantization& q, int32_t shift) {
+  return quantize_span(in, out, k, q.scale, float(q.zero_point), float(q.quant_min), float(q.quant_max), shift);
+}
+
+}  // namespace int_matmul
+
+namespace {
+
+using dnnl::memory;
+
+// The rows of the product every layer of SAM's encoder sees: its packed layout is chosen for it.
+constexpr int64_t kTypicalRows = 4096;
 
 // Two signed 4-bit codes per byte and back; the blocked layout's padding (zeros) packs too.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void pack_nibbles(const int8_t* in, uint8_t* out,
@@ -72,13 +135,12 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void unpack_nibbles
 std::shared_ptr<const PackedWeightCodes> pack_codes(const at::Tensor& codes, bool nibbles) {
   const int64_t k = codes.size(0), n = codes.size(1);
   const memory::desc plain({k, n}, memory::data_type::s8, memory::format_tag::ab);
-  const memory::desc any({k, n}, memory::data_type::s8, memory::format_tag::any);
   auto packed = std::make_shared<PackedWeightCodes>();
-  packed->desc = int_matmul_desc(kTypicalRows, any).weights_desc();
+  packed->desc = int_matmul::preferred_weights(kTypicalRows, k, n);
   const int64_t size = int64_t(packed->desc.get_size());
   at::Tensor blocked = at::zeros({size + size % 2}, at::kChar);
-  memory from(plain, engine(), codes.data_ptr()), to(packed->desc, engine(), blocked.data_ptr());
-  dnnl::stream stream(engine());
+  memory from(plain, int_matmul::engine(), codes.data_ptr()), to(packed->desc, int_matmul::engine(), blocked.data_ptr());
+  dnnl::stream stream(int_matmul::engine());
   dnnl::reorder(from, to).execute(stream, from, to);
   stream.wait();
   packed->nibbles = nibbles;
@@ -89,18 +151,6 @@ std::shared_ptr<const PackedWeightCodes> pack_codes(const at::Tensor& codes, boo
     packed->bytes = blocked.narrow(0, 0, size).contiguous();
   }
   return packed;
-}
-
-// u8 codes of one row of x and their sum.
-__attribute__((target_clones("avx512f", "avx2", "default"), optimize("no-trapping-math"))) int32_t quantize_row(
-    const float* in, uint8_t* out, int64_t k, float scale, float zero_point, float lo, float hi, int32_t shift) {
-  int32_t sum = 0;
-  for (int64_t c = 0; c < k; ++c) {
-    const int32_t code = int32_t(quantize_step(in[c], scale, zero_point, lo, hi)) + shift;
-    out[c] = uint8_t(code);
-    sum += code;
-  }
-  return sum;
 }
 
 // One output row: sum_k (a - za)(w - zw) = acc - zw * sum(a) + column_term, scaled, plus bias,
@@ -205,15 +255,14 @@ at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& i
   if (m == 0) return out.view(out_shape);
 
   // Signed activation grids move up into u8, their zero point with them.
-  const int32_t shift = input.quant_min < 0 ? 128 : 0;
+  const int32_t shift = int_matmul::u8_shift(input);
   uint8_t* codes = workspace(kInputCodes, m * k).data_ptr<uint8_t>();
   int32_t* acc = reinterpret_cast<int32_t*>(workspace(kAccumulators, m * n * int64_t(sizeof(int32_t))).data_ptr<uint8_t>());
   std::vector<int32_t> row_sums(static_cast<size_t>(m));
   const float* in = x2.data_ptr<float>();
   at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
-      row_sums[size_t(r)] = quantize_row(in + r * k, codes + r * k, k, input.scale, float(input.zero_point),
-                                         float(input.quant_min), float(input.quant_max), shift);
+      row_sums[size_t(r)] = int_matmul::quantize_row(in + r * k, codes + r * k, k, input, shift);
   });
   {
     const PackedWeightCodes& packed = *weight.packed;
@@ -222,13 +271,7 @@ at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& i
       weight_codes = workspace(kWeightCodes, 2 * packed.bytes.numel()).data_ptr();
       unpack_nibbles(packed.bytes.data_ptr<uint8_t>(), static_cast<int8_t*>(weight_codes), packed.bytes.numel());
     }
-    dnnl::matmul& prim = int_matmul(m, packed.desc);
-    const memory src({{m, k}, memory::data_type::u8, memory::format_tag::ab}, engine(), codes);
-    const memory wei(packed.desc, engine(), weight_codes);
-    const memory dst({{m, n}, memory::data_type::s32, memory::format_tag::ab}, engine(), acc);
-    dnnl::stream stream(engine());
-    prim.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
-    stream.wait();
+    int_matmul::run(m, codes, packed.desc, weight_codes, acc);
   }
 
   // Per column: -za * sum(w) + K za zw, and the product of the two scales. Every term fits

@@ -219,14 +219,16 @@ std::unique_ptr<QuantizedSam> load_artifact(const std::string& path, const LoadO
   // layers their grids (they then accumulate exactly, as the integer runtime does).
   qsam->set_mode(QuantMode::kSimulate);
   auto& runtime = qsam->integer_layers();
+  const auto activation_of = [&](const std::string& quantizer) {
+    const auto affine = std::static_pointer_cast<AffineQuantizer>(qsam->find(quantizer));
+    const QuantRange a = affine->range();
+    return kernels::ActivationQuantization{affine->scale()[0].item<float>(), affine->zero_point()[0].item<int32_t>(),
+                                           int32_t(a.quant_min()), int32_t(a.quant_max())};
+  };
   for (const auto& site : qsam->layer_sites()) {
     const std::string key = site.name + ".weight";
     if (!integer_weights.count(key)) continue;
-    const auto input = std::static_pointer_cast<AffineQuantizer>(qsam->find(site.name + ".layer_pre_act_fake_quantize"));
-    const QuantRange a = input->range();
-    const kernels::ActivationQuantization activation{input->scale()[0].item<float>(),
-                                                     input->zero_point()[0].item<int32_t>(), int32_t(a.quant_min()),
-                                                     int32_t(a.quant_max())};
+    const kernels::ActivationQuantization activation = activation_of(site.name + ".layer_pre_act_fake_quantize");
     const auto [codes, shape] = codes_of(key, *file.find(key));
     const auto [scale, zp] = channel_params(key, shape[0]);
     const at::Tensor* bias = file.find(site.name + ".bias");
@@ -236,6 +238,34 @@ std::unique_ptr<QuantizedSam> load_artifact(const std::string& path, const LoadO
                                                    bias ? *bias : at::Tensor());
     site.points->integer = std::move(layer);
     runtime.names.push_back(site.name);
+  }
+  // The image encoder's attentions run on codes in both backends: their exact integer sums and
+  // exponential are then the simulated numbers too, which the integer runtime must match bit for
+  // bit (a one-ulp difference in a probability flips a code now and then, and in a random-weight
+  // model such flips grow block by block to whole quantization steps).
+  if (per_tensor_inputs && quant_encoder) {
+    const auto& blocks = model->image_encoder->blocks;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      const std::string name = "image_encoder.blocks." + std::to_string(i) + ".attn";
+      auto attention = std::make_shared<kernels::IntegerAttention>();
+      attention->q = activation_of(name + ".q_post_act_fake_quantize");
+      attention->k = activation_of(name + ".k_post_act_fake_quantize");
+      attention->v = activation_of(name + ".v_post_act_fake_quantize");
+      const std::string softmax = name + ".softmax_post_act_fake_quantize";
+      if (const auto log = std::dynamic_pointer_cast<LogQuantizer>(qsam->find(softmax))) {
+        auto grid = std::make_shared<kernels::LogProbabilities>();
+        grid->scale = log->scale();
+        grid->tau = log->tau();
+        grid->levels = int32_t(log->range().quant_max() - log->range().quant_min() + 1);
+        grid->codes = [table = log->table()](const float* in, int32_t* codes, int64_t n) { table->codes(in, codes, n); };
+        grid->values = log->table()->values();
+        attention->log_probs = std::move(grid);
+      } else {
+        attention->probs = activation_of(softmax);
+      }
+      blocks[i]->attn->quant.integer = std::move(attention);
+      runtime.attentions.push_back(name);
+    }
   }
   if (integer) hold_position_embedding_in_half(*model);
   runtime.fallback = fallback;

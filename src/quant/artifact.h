@@ -22,7 +22,9 @@ void save_artifact(const QuantizedSam& qsam, const std::string& path);
 // are the simulated ones: the weight quantizers stay off), activations fake-quantized in
 // float32. kInteger: every quantized Linear and Conv2d keeps only its codes and runs u8 x s8
 // integer products (kernels/quantized_linear.h), giving the simulated numbers up to float32
-// rounding; attention and every other op stay as simulated.
+// rounding. In both, the image encoder's attentions (per-tensor quantizers) run on their codes
+// (kernels/quantized_attention.h), so the two backends' attentions agree bit for bit; every
+// other op stays in float32.
 enum class Backend { kSimulated, kInteger };
 
 struct LoadOptions {

@@ -153,38 +153,39 @@ int64_t LogQuantTable::code_of(float x) const {
   return -int64_t(tau_) * (exponent_field - 127) - above;
 }
 
-void LogQuantTable::apply(const float* in, float* out, int64_t n) const {
-  const auto value_of = [&](int64_t code) { return values_[size_t(std::min(std::max<int64_t>(code, 0), levels_))]; };
+void LogQuantTable::codes(const float* in, int32_t* out, int64_t n) const {
+  const auto clamped = [&](int64_t code) { return int32_t(std::min(std::max<int64_t>(code, 0), levels_)); };
   if (!integer_tau_) {
-    for (int64_t i = 0; i < n; ++i) out[i] = value_of(code_of(in[i]));
+    for (int64_t i = 0; i < n; ++i) out[i] = clamped(code_of(in[i]));
     return;
   }
   uint32_t thresholds[4];
   for (size_t j = 0; j < 4; ++j) thresholds[j] = j < mantissa_thresholds_.size() ? mantissa_thresholds_[j] : 0x800000u;
-  const int32_t tau = int32_t(tau_), top = int32_t(levels_);
-  bool any_special = false;
-  constexpr int64_t kBlock = 1024;
-  int32_t codes[kBlock];
-  static const bool has_avx512 = __builtin_cpu_supports("avx512f");
-  const bool in_registers = has_avx512 && values_.size() <= 65;
-  for (int64_t start = 0; start < n; start += kBlock) {
-    const int64_t count = std::min(kBlock, n - start);
-    any_special |= log_codes(in + start, codes, count, scale_, thresholds, tau, top);
-    const float* table = values_.data();
-    float* dst = out + start;
-    if (in_registers) {
-      lookup_in_registers(table, int64_t(values_.size()), codes, dst, count);
-    } else {
-      for (int64_t i = 0; i < count; ++i) dst[i] = table[codes[i]];
-    }
-  }
-  if (!any_special) return;
+  if (!log_codes(in, out, n, scale_, thresholds, int32_t(tau_), int32_t(levels_))) return;
   for (int64_t i = 0; i < n; ++i) {
     const float ratio = std::max(in[i], 1e-20f) / scale_;
     uint32_t bits;
     std::memcpy(&bits, &ratio, sizeof bits);
     const int32_t exponent_field = int32_t(bits >> 23) & 0xff;
-    if (exponent_field == 0 || exponent_field == 0xff) out[i] = value_of(code_of(in[i]));
+    if (exponent_field == 0 || exponent_field == 0xff) out[i] = clamped(code_of(in[i]));
+  }
+}
+
+void LogQuantTable::apply(const float* in, float* out, int64_t n) const {
+  constexpr int64_t kBlock = 1024;
+  int32_t block_codes[kBlock];
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f");
+  const bool in_registers = has_avx512 && values_.size() <= 65;
+  const float* table = values_.data();
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t count = std::min(kBlock, n - start);
+    codes(in + start, block_codes, count);
+    float* dst = out + start;
+    if (in_registers) {
+      lookup_in_registers(table, int64_t(values_.size()), block_codes, dst, count);
+    } else {
+      for (int64_t i = 0; i < count; ++i) dst[i] = table[block_codes[i]];
+    }
   }
 }
 

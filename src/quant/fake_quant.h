@@ -46,6 +46,10 @@ class LogQuantTable {
  public:
   LogQuantTable(double scale, const QuantRange& range, double tau);
   void apply(const float* in, float* out, int64_t n) const;
+  // The codes apply() looks up: q in [0, 2^b), or 2^b for the values it sets to 0.
+  void codes(const float* in, int32_t* out, int64_t n) const;
+  // The value of each code, 0 at the last (2^b + 1 entries).
+  const std::vector<float>& values() const { return values_; }
   // apply() over a float32 tensor, in parallel.
   at::Tensor apply(const at::Tensor& x) const;
 

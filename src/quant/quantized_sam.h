@@ -51,9 +51,9 @@ class QuantizedSam {
   const std::vector<LayerSite>& layer_sites() const { return layer_sites_; }
 
   // The layers the integer runtime runs on codes (quant/artifact.h), and those it had to leave
-  // simulated, with the reason.
+  // simulated, with the reason; and the attentions it runs on codes.
   struct IntegerLayers {
-    std::vector<std::string> names, fallback;
+    std::vector<std::string> names, fallback, attentions;
     std::string fallback_reason;
   };
   IntegerLayers& integer_layers() { return integer_layers_; }

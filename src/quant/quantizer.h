@@ -148,6 +148,9 @@ class LogQuantizer : public Quantizer {
   void end_scale_learning() override;
   double scale() const { return scale_; }
   double tau() const { return tau_; }
+  // The grid of scale() and tau() (null before they are set); fake_quantize applies it unless
+  // the scale is being learned.
+  const std::shared_ptr<const LogQuantTable>& table() const { return table_; }
   const AgqObserver& observer() const { return observer_; }
 
  protected:

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/quantized_attention.h"
 #include "kernels/quantized_linear.h"
 
 namespace ptq4sam::sam {
@@ -57,9 +58,12 @@ struct LayerQuantPoints {
 };
 
 // The quantizers of an attention: q, k and v after their projections, and the softmax output.
+// `integer`, set by the integer runtime on the image encoder's attentions, runs them on codes
+// (kernels/quantized_attention.h); q's quantizer still gives the relative positions' queries.
 struct AttentionQuantPoints {
   QuantPointPtr q, k, v, softmax;
-  bool any() const { return q || k || v || softmax; }
+  std::shared_ptr<const kernels::IntegerAttention> integer;
+  bool any() const { return q || k || v || softmax || integer; }
 };
 
 // Reconstruction's probe on a block (quant/reconstruct.h): called with the block's inputs and

@@ -1,0 +1,31 @@
+#pragma once
+// The u8 x s8 -> s32 pieces the integer kernels share (quantized_linear, quantized_attention):
+// oneDNN's engine, matmul primitives cached by shape and weights layout, and the u8 codes of an
+// activation row. Only the kernels' CPU files include it (it pulls in oneDNN).
+#include <dnnl.hpp>
+
+#include <cstdint>
+
+#include "kernels/quantized_linear.h"
+
+namespace ptq4sam::kernels::int_matmul {
+
+dnnl::engine& engine();
+
+// The weights layout oneDNN prefers for products with `typical_rows` rows of (K x N) s8.
+dnnl::memory::desc preferred_weights(int64_t typical_rows, int64_t k, int64_t n);
+
+// dst (m x N s32, row-major) = src (m x K u8 codes, row-major) times the s8 codes of `weights`
+// (K x N, any layout oneDNN accepts). Primitives are cached by shape and layout (the same ones
+// recur in every block), and several threads may run the same one at once.
+void run(int64_t m, const uint8_t* src, const dnnl::memory::desc& weights, const void* weight_codes, int32_t* dst);
+
+// Activation codes moved into u8: signed grids (quant_min < 0) are shifted up by 128, their
+// zero point with them. The weights side takes `u8 code - 128` as its s8 code.
+inline int32_t u8_shift(const ActivationQuantization& q) { return q.quant_min < 0 ? 128 : 0; }
+
+// The u8 codes of one row of k floats (shifted by `shift`) and their sum; the codes equal the
+// fake quantizer's, bit for bit (kernels/quantize_step.h).
+int32_t quantize_row(const float* in, uint8_t* out, int64_t k, const ActivationQuantization& q, int32_t shift);
+
+}  // namespace ptq4sam::kernels::int_matmul

@@ -1,0 +1,49 @@
+#pragma once
+// The image encoder's attention on integer codes, for the integer runtime. q, k and v are
+// quantized per tensor by their own quantizers; Q K^T is a u8 x s8 -> s32 product, rescaled,
+// biased with the relative positions and softmaxed in float32. An affine softmax quantizer
+// then gives u8 codes and P V is a second integer product; AGQ's log grid (levels
+// s * 2^(-q / tau), not an integer grid) is applied as a float transform instead, and P V runs
+// in float32 on the dequantized values. Query rows go in chunks, one head per thread, so a
+// global block never holds more than a few MB of scores.
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "kernels/quantized_linear.h"
+
+namespace ptq4sam::kernels {
+
+// AGQ's log grid for the probabilities: code c in [0, levels) stands for scale * 2^(-c / tau),
+// code `levels` for 0.
+struct LogProbabilities {
+  double scale = 1.0, tau = 1.0;
+  int32_t levels = 0;
+  // The quantizer's codes of n probabilities (in [0, levels]), and its value of each code.
+  std::function<void(const float* in, int32_t* codes, int64_t n)> codes;
+  std::vector<float> values;
+};
+
+struct IntegerAttention {
+  ActivationQuantization q, k, v;
+  // The softmax output's quantizer: affine (`probs`) unless `log_probs` is set. With a power-of-
+  // two tau up to 4, P V on log codes is still exact integer work: per residue class c mod tau
+  // the levels are powers of two, whose integers, split into bytes, make a few u8 planes (two
+  // for 4 bits at tau 1 or 2). Other grids run P V in float32 on the quantizer's values.
+  ActivationQuantization probs;
+  std::shared_ptr<const LogProbabilities> log_probs;
+};
+
+// multi_head_attention(Q(q), Q(k), Q(v), num_heads, ScoreScaling::kScaleQueries, rel_h, rel_w)
+// with the probabilities quantized, for (B, N, C) queries and (B, M, C) keys and values of any
+// strides (unit stride along C): the float attention's numbers up to float32 rounding (exact
+// integer sums, the exponential to within 2 ulp), so a probability's code at a rounding
+// boundary may differ by one. The same numbers on every CPU: without VNNI the integer products
+// run as exact float32 ones.
+at::Tensor quantized_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_heads,
+                               const IntegerAttention& quant, const at::Tensor& rel_h = at::Tensor(),
+                               const at::Tensor& rel_w = at::Tensor());
+
+}  // namespace ptq4sam::kernels

@@ -1,0 +1,419 @@
+// The integer attention's passes around oneDNN's u8 x s8 products: per head, codes of q, k and
+// v; per chunk of query rows, Q K^T, one fused pass per score row (zero-point terms, scale,
+// relative positions, softmax, the probabilities' quantizer), then P V.
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/int_matmul.h"
+#include "kernels/quantize_step.h"
+#include "kernels/quantized_attention.h"
+#include "util/error.h"
+
+namespace ptq4sam::kernels {
+namespace {
+
+using dnnl::memory;
+
+// Query rows per chunk: their s32 scores stay in L2 (here 64K values = 256 KB).
+constexpr int64_t kChunkScores = 1 << 16;
+
+// Buffers of each thread, kept and only grown: every head of every block reuses them.
+enum Slot { kQueryCodes, kKeyCodes, kValueCodes, kScores, kScoreRow, kProbCodes, kProbs, kValues, kOutput, kSlots };
+
+template <typename T>
+T* scratch(Slot slot, int64_t count) {
+  thread_local at::Tensor buffers[kSlots];
+  at::Tensor& buffer = buffers[slot];
+  const int64_t bytes = count * int64_t(sizeof(T));
+  if (!buffer.defined() || buffer.numel() < bytes) buffer = at::empty({bytes}, at::kByte);
+  return reinterpret_cast<T*>(buffer.data_ptr<uint8_t>());
+}
+
+// u8 codes (rows x d, contiguous) of rows of a strided float matrix, and their row sums.
+void quantize_rows(const float* x, int64_t row_stride, int64_t rows, int64_t d, const ActivationQuantization& q,
+                   uint8_t* codes, int32_t* sums) {
+  const int32_t shift = int_matmul::u8_shift(q);
+  for (int64_t r = 0; r < rows; ++r) sums[r] = int_matmul::quantize_row(x + r * row_stride, codes + r * d, d, q, shift);
+}
+
+// u8 codes to the s8 codes of the weights side (code - 128), in place.
+void to_signed(uint8_t* codes, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) codes[i] ^= 0x80;
+}
+
+// dst (rows x n, s32) = src (rows x k, u8 codes) times the s8 codes w (k x n; element (i, j) at
+// w[i * row_stride + j * col_stride]), exactly: oneDNN's product where VNNI makes it exact, else
+// float32 products of K-slices short enough to be exact (256 * 255 * 128 < 2^24) summed in
+// int32. So the attention gives the same numbers on every CPU, and both backends can run it.
+void exact_product(int64_t rows, const uint8_t* src, int64_t k, const uint8_t* w, int64_t n, int64_t row_stride,
+                   int64_t col_stride, int32_t* dst) {
+  if (integer_matmul_exact()) {
+    const memory::desc weights({k, n}, memory::data_type::s8, {row_stride, col_stride});
+    return int_matmul::run(rows, src, weights, w, dst);
+  }
+  const at::Tensor a = at::from_blob(const_cast<uint8_t*>(src), {rows, k}, at::kByte).to(at::kFloat);
+  const at::Tensor b = at::from_blob(const_cast<uint8_t*>(w), {k, n}, {row_stride, col_stride}, at::kChar).to(at::kFloat);
+  const at::Tensor sum = at::from_blob(dst, {rows, n}, at::kInt);
+  sum.zero_();
+  at::Tensor part = at::empty({rows, n}, at::kFloat);
+  constexpr int64_t kExactSlice = 256;
+  for (int64_t k0 = 0; k0 < k; k0 += kExactSlice) {
+    const int64_t len = std::min(kExactSlice, k - k0);
+    matmul_into(a.narrow(1, k0, len), b.narrow(0, k0, len), part);
+    sum.add_(part.to(at::kInt));
+  }
+}
+
+// exp(x[i] - max) in place, and their sum. Cephes' single-precision exponential: x = n ln2 + r
+// with |r| <= ln2 / 2, a degree-7 polynomial for e^r, and 2^n by scalef: within 2 ulp of expf.
+__attribute__((target("avx512f"))) float exp_shifted_avx512(float* x, int64_t n, float max) {
+  const __m512 shift = _mm512_set1_ps(max), lowest = _mm512_set1_ps(-87.33654f);
+  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+  const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+  const __m512 c5 = _mm512_set1_ps(1.9875691500e-4f), c4 = _mm512_set1_ps(1.3981999507e-3f);
+  const __m512 c3 = _mm512_set1_ps(8.3334519073e-3f), c2 = _mm512_set1_ps(4.1665795894e-2f);
+  const __m512 c1 = _mm512_set1_ps(1.6666665459e-1f), c0 = _mm512_set1_ps(5.0000001201e-1f);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512 v = _mm512_max_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, x + i), shift), lowest);
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(v, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_fnmadd_ps(k, ln2_lo, _mm512_fnmadd_ps(k, ln2_hi, v));
+    __m512 p = _mm512_fmadd_ps(c5, r, c4);
+    p = _mm512_fmadd_ps(p, r, c3);
+    p = _mm512_fmadd_ps(p, r, c2);
+    p = _mm512_fmadd_ps(p, r, c1);
+    p = _mm512_fmadd_ps(p, r, c0);
+    const __m512 e = _mm512_scalef_ps(_mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), one), k);
+    _mm512_mask_storeu_ps(x + i, lanes, e);
+    sum = _mm512_mask_add_ps(sum, lanes, sum, e);
+  }
+  return _mm512_reduce_add_ps(sum);
+}
+
+float exp_shifted_generic(float* x, int64_t n, float max) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - max));
+  return sum;
+}
+
+// One row of scores from its s32 products: float((acc + row_term) + col_term) * scale, then
+// ((score + rel_h[i]) + rel_w[j]) at m = i * wk + j as the official two broadcast adds (hk = 1
+// and wk = m when there are no relative positions). Returns the row's max. By hand for AVX-512:
+// GCC vectorizes neither the float max nor, with rel_w rows of 14, the inner loop.
+__attribute__((target("avx512f"))) float score_row_avx512(const int32_t* acc, float* out, int64_t hk, int64_t wk,
+                                                          int32_t row_term, const int32_t* col_term, float scale,
+                                                          const float* rel_h, const float* rel_w) {
+  const __m512i row = _mm512_set1_epi32(row_term);
+  const __m512 factor = _mm512_set1_ps(scale);
+  __m512 max = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t i = 0; i < hk; ++i) {
+    const int64_t base = i * wk;
+    const __m512 h = _mm512_set1_ps(rel_h ? rel_h[i] : 0.0f);
+    for (int64_t j = 0; j < wk; j += 16) {
+      const __mmask16 lanes = wk - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (wk - j)) - 1);
+      const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, acc + base + j), row),
+                                           _mm512_maskz_loadu_epi32(lanes, col_term + base + j));
+      __m512 score = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), factor);
+      if (rel_h) score = _mm512_add_ps(_mm512_add_ps(score, h), _mm512_maskz_loadu_ps(lanes, rel_w + j));
+      _mm512_mask_storeu_ps(out + base + j, lanes, score);
+      max = _mm512_mask_max_ps(max, lanes, max, score);
+    }
+  }
+  return _mm512_reduce_max_ps(max);
+}
+
+__attribute__((optimize("fp-contract=off"))) float score_row_generic(const int32_t* acc, float* out, int64_t hk,
+                                                                   int64_t wk, int32_t row_term,
+                                                                   const int32_t* col_term, float scale,
+                                                                   const float* rel_h, const float* rel_w) {
+  float max = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < hk; ++i)
+    for (int64_t j = 0; j < wk; ++j) {
+      float score = float(acc[i * wk + j] + row_term + col_term[i * wk + j]) * scale;
+      if (rel_h) score = (score + rel_h[i]) + rel_w[j];
+      out[i * wk + j] = score;
+      max = std::max(max, score);
+    }
+  return max;
+}
+
+bool has_avx512() {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512;
+}
+
+float score_row(const int32_t* acc, float* out, int64_t hk, int64_t wk, int32_t row_term, const int32_t* col_term,
+                float scale, const float* rel_h, const float* rel_w) {
+  return (has_avx512() ? score_row_avx512 : score_row_generic)(acc, out, hk, wk, row_term, col_term, scale, rel_h, rel_w);
+}
+
+// u8 codes of the probabilities p * inv_sum and their sum: quantize_step's rounding and
+// clamps, with the division by the scale folded into the normalisation (`factor` = inv_sum /
+// scale), one more float32 rounding among those the exponential already brings.
+__attribute__((target("avx512f"))) int32_t prob_codes_avx512(const float* p, uint8_t* codes, int64_t n, float factor,
+                                                             float zero_point, float lo, float hi, int32_t shift) {
+  const __m512 f = _mm512_set1_ps(factor), zp = _mm512_set1_ps(zero_point);
+  const __m512 low = _mm512_set1_ps(lo), high = _mm512_set1_ps(hi), limit = _mm512_set1_ps(4194304.0f);
+  const __m512 magic = _mm512_set1_ps(12582912.0f);  // 1.5 * 2^23: adding it rounds half to even
+  const __m512i up = _mm512_set1_epi32(shift);
+  __m512i sum = _mm512_setzero_si512();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512 v = _mm512_min_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, p + i), f), limit);
+    __m512 q = _mm512_add_ps(_mm512_sub_ps(_mm512_add_ps(v, magic), magic), zp);
+    q = _mm512_min_ps(_mm512_max_ps(q, low), high);
+    const __m512i code = _mm512_maskz_add_epi32(lanes, _mm512_cvttps_epi32(q), up);
+    _mm512_mask_cvtepi32_storeu_epi8(codes + i, lanes, code);
+    sum = _mm512_add_epi32(sum, code);
+  }
+  return _mm512_reduce_add_epi32(sum);
+}
+
+__attribute__((optimize("no-trapping-math"))) int32_t prob_codes_generic(const float* p, uint8_t* codes, int64_t n,
+                                                                        float factor, float zero_point, float lo,
+                                                                        float hi, int32_t shift) {
+  int32_t sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t code = int32_t(quantize_step(p[i] * factor, 1.0f, zero_point, lo, hi)) + shift;
+    codes[i] = uint8_t(code);
+    sum += code;
+  }
+  return sum;
+}
+
+void scale_row(float* p, int64_t n, float factor) {
+  for (int64_t i = 0; i < n; ++i) p[i] *= factor;
+}
+
+// One product's output rows: float((acc + row_term) + col_term) * scale into a strided matrix.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void dequantize_rows(
+    const int32_t* acc, int64_t rows, int64_t n, const int32_t* row_terms, const int32_t* col_term, float scale,
+    float* out, int64_t out_stride) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < n; ++j) out[r * out_stride + j] = float(acc[r * n + j] + row_terms[r] + col_term[j]) * scale;
+}
+
+// AGQ's levels as integer planes (IntegerAttention::log_probs): code c = tau e + r stands for
+// scale 2^(-r / tau) 2^(-e); within residue class r the integer 2^(top - e), top = levels / tau
+// - 1, is one set bit, which lies in byte plane (top - e) / 8 of that class. So sum_m p_m v_m =
+// sum over planes of factor * (u8 plane . v), factor = scale 2^(-r / tau) 2^(8 j - top).
+struct LogPlanes {
+  int32_t tau_bits = 0, top = 0, per_class = 0, count = 0, levels = 0;
+  std::vector<double> factors;
+};
+
+// Planes for power-of-two taus, when there are at most four (more would cost more than the
+// float product they replace); count 0 otherwise.
+LogPlanes log_planes(const LogProbabilities& log) {
+  LogPlanes planes;
+  const int32_t tau = int32_t(log.tau);
+  if (double(tau) != log.tau || tau < 1 || (tau & (tau - 1)) != 0 || log.levels % tau != 0) return planes;
+  planes.tau_bits = __builtin_ctz(uint32_t(tau));
+  planes.top = log.levels / tau - 1;
+  planes.per_class = planes.top / 8 + 1;
+  planes.levels = log.levels;
+  if (tau * planes.per_class > 4) return planes;
+  planes.count = tau * planes.per_class;
+  for (int32_t r = 0; r < tau; ++r)
+    for (int32_t j = 0; j < planes.per_class; ++j)
+      planes.factors.push_back(log.scale * std::exp2(-double(r) / tau + 8.0 * j - planes.top));
+  return planes;
+}
+
+// One plane of a row of log codes, and its sum.
+__attribute__((target_clones("avx512f", "avx2", "default"))) int32_t log_plane(const int32_t* codes, uint8_t* out,
+                                                                                int64_t n, int32_t plane,
+                                                                                int32_t levels, int32_t tau_bits,
+                                                                                int32_t top, int32_t per_class) {
+  const int32_t residue_mask = (1 << tau_bits) - 1;
+  int32_t sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t c = codes[i];
+    const int32_t bit = top - (c >> tau_bits);
+    const int32_t value = (c < levels && (c & residue_mask) * per_class + (bit >> 3) == plane) ? 1 << (bit & 7) : 0;
+    out[i] = uint8_t(value);
+    sum += value;
+  }
+  return sum;
+}
+
+// out[r][j] = sum over planes of factor * v_scale * (acc + row_term), planes in order.
+void combine_planes(const int32_t* acc, const LogPlanes& planes, int64_t rows, int64_t dv, const int32_t* row_terms,
+                    float v_scale, float* out, int64_t out_stride) {
+  std::vector<float> factors;
+  for (const double f : planes.factors) factors.push_back(float(f * v_scale));
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = out + r * out_stride;
+    for (int64_t j = 0; j < dv; ++j) dst[j] = 0.0f;
+    for (int32_t plane = 0; plane < planes.count; ++plane) {
+      const int32_t* a = acc + (plane * rows + r) * dv;
+      const int32_t term = row_terms[plane * rows + r];
+      const float factor = factors[size_t(plane)];
+      for (int64_t j = 0; j < dv; ++j) dst[j] += float(a[j] + term) * factor;
+    }
+  }
+}
+
+// The operands of one head: row-major float matrices with unit column stride.
+struct HeadOperands {
+  const float *q, *k, *v;
+  int64_t q_stride, k_stride, v_stride;
+  const float *rel_h, *rel_w;  // (N, hk) and (N, wk), contiguous, or null
+  float* out;
+  int64_t out_stride;
+};
+
+struct Shape {
+  int64_t n, m, d, dv, hk, wk;
+};
+
+// How P V runs: on affine codes, on log planes, or in float32 on the log quantizer's values.
+enum class ProbsProduct { kAffine, kLogPlanes, kLogFloat };
+
+void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& quant, const LogPlanes& planes) {
+  const int64_t n = sh.n, m = sh.m, d = sh.d, dv = sh.dv;
+  const ProbsProduct mode = !quant.log_probs ? ProbsProduct::kAffine
+                            : planes.count > 0 ? ProbsProduct::kLogPlanes
+                                               : ProbsProduct::kLogFloat;
+  // Codes of the whole head: q (u8), k and v (s8, the weights side), with their sums.
+  uint8_t* q_codes = scratch<uint8_t>(kQueryCodes, n * d);
+  uint8_t* k_codes = scratch<uint8_t>(kKeyCodes, m * d);
+  uint8_t* v_codes = scratch<uint8_t>(kValueCodes, m * dv);
+  thread_local std::vector<int32_t> q_sums, k_sums, v_row_sums, col_k, col_v, row_terms, code_row;
+  q_sums.resize(size_t(n));
+  k_sums.resize(size_t(m));
+  v_row_sums.resize(size_t(m));  // unused: the P V terms need column sums
+  col_k.resize(size_t(m));
+  col_v.assign(size_t(dv), 0);
+  code_row.resize(size_t(m));
+  quantize_rows(op.q, op.q_stride, n, d, quant.q, q_codes, q_sums.data());
+  quantize_rows(op.k, op.k_stride, m, d, quant.k, k_codes, k_sums.data());
+  quantize_rows(op.v, op.v_stride, m, dv, quant.v, v_codes, v_row_sums.data());
+  to_signed(k_codes, m * d);
+  to_signed(v_codes, m * dv);
+  const int32_t zq = quant.q.zero_point + int_matmul::u8_shift(quant.q);
+  const int32_t zk = quant.k.zero_point + int_matmul::u8_shift(quant.k) - 128;
+  const int32_t zv = quant.v.zero_point + int_matmul::u8_shift(quant.v) - 128;
+  // sum_d (q - zq)(k - zk) = acc - zk sum(q) + [d zq zk - zq sum(k)], the latter per key.
+  for (int64_t j = 0; j < m; ++j) col_k[size_t(j)] = d * zq * zk - zq * (k_sums[size_t(j)] - 128 * int32_t(d));
+  const float qk_scale = float(double(quant.q.scale * quant.k.scale) * std::pow(double(d), -0.5));
+
+  int32_t zp = 0;
+  float pv_scale = 0.0f;
+  float* values = nullptr;
+  if (mode == ProbsProduct::kAffine) {
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t j = 0; j < dv; ++j) col_v[size_t(j)] += int8_t(v_codes[r * dv + j]);
+    zp = quant.probs.zero_point + int_matmul::u8_shift(quant.probs);
+    // sum_m (p - zp)(v - zv) = acc - zv sum(p) + [m zp zv - zp sum(v)], the latter per column.
+    for (auto& c : col_v) c = int32_t(m) * zp * zv - zp * c;
+    pv_scale = quant.probs.scale * quant.v.scale;
+  } else if (mode == ProbsProduct::kLogFloat) {
+    values = scratch<float>(kValues, m * dv);
+    for (int64_t i = 0; i < m * dv; ++i) values[i] = float(int32_t(int8_t(v_codes[i])) - zv) * quant.v.scale;
+  }
+
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(n, kChunkScores / std::max<int64_t>(m, 1)));
+  const int64_t prob_planes = mode == ProbsProduct::kLogPlanes ? planes.count : 1;
+  int32_t* scores = scratch<int32_t>(kScores, chunk * m);
+  uint8_t* prob_codes_buf = scratch<uint8_t>(kProbCodes, prob_planes * chunk * m);
+  float* row_probs = scratch<float>(kScoreRow, m);
+  float* probs = mode == ProbsProduct::kLogFloat ? scratch<float>(kProbs, chunk * m) : nullptr;
+  int32_t* output = scratch<int32_t>(kOutput, prob_planes * chunk * dv);
+  row_terms.resize(size_t(prob_planes * chunk));
+  const float lo = float(quant.probs.quant_min), hi = float(quant.probs.quant_max);
+  const int32_t p_shift = int_matmul::u8_shift(quant.probs);
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, n - r0);
+    exact_product(rows, q_codes + r0 * d, d, k_codes, m, 1, d, scores);  // K^T: (d x m) over k's rows
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = r0 + r;
+      float* p = row_probs;
+      const float max = score_row(scores + r * m, p, op.rel_h ? sh.hk : 1, op.rel_h ? sh.wk : m,
+                                  -zk * q_sums[size_t(row)], col_k.data(), qk_scale,
+                                  op.rel_h ? op.rel_h + row * sh.hk : nullptr, op.rel_w ? op.rel_w + row * sh.wk : nullptr);
+      const float inv_sum = 1.0f / (has_avx512() ? exp_shifted_avx512 : exp_shifted_generic)(p, m, max);
+      if (mode == ProbsProduct::kAffine) {
+        const int32_t sum = (has_avx512() ? prob_codes_avx512 : prob_codes_generic)(
+            p, prob_codes_buf + r * m, m, inv_sum / quant.probs.scale, float(quant.probs.zero_point), lo, hi, p_shift);
+        row_terms[size_t(r)] = -zv * sum;
+        continue;
+      }
+      scale_row(p, m, inv_sum);
+      quant.log_probs->codes(p, code_row.data(), m);
+      if (mode == ProbsProduct::kLogPlanes) {
+        for (int32_t plane = 0; plane < planes.count; ++plane)
+          row_terms[size_t(plane * rows + r)] =
+              -zv * log_plane(code_row.data(), prob_codes_buf + (plane * rows + r) * m, m, plane, planes.levels,
+                              planes.tau_bits, planes.top, planes.per_class);
+      } else {
+        const float* table = quant.log_probs->values.data();
+        for (int64_t i = 0; i < m; ++i) probs[r * m + i] = table[code_row[size_t(i)]];
+      }
+    }
+    float* out = op.out + r0 * op.out_stride;
+    if (mode == ProbsProduct::kAffine) {
+      exact_product(rows, prob_codes_buf, m, v_codes, dv, dv, 1, output);
+      dequantize_rows(output, rows, dv, row_terms.data(), col_v.data(), pv_scale, out, op.out_stride);
+    } else if (mode == ProbsProduct::kLogPlanes) {
+      // Every plane's rows in one product, then their sum weighted by the planes' factors.
+      exact_product(planes.count * rows, prob_codes_buf, m, v_codes, dv, dv, 1, output);
+      combine_planes(output, planes, rows, dv, row_terms.data(), quant.v.scale, out, op.out_stride);
+    } else {
+      const auto f32 = at::TensorOptions().dtype(at::kFloat);
+      matmul_into(at::from_blob(probs, {rows, m}, f32), at::from_blob(values, {m, dv}, f32),
+                  at::from_blob(out, {rows, dv}, {op.out_stride, 1}, f32));
+    }
+  }
+}
+
+}  // namespace
+
+at::Tensor quantized_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                               int64_t num_heads, const IntegerAttention& quant, const at::Tensor& rel_h_in,
+                               const at::Tensor& rel_w_in) {
+  const auto unit_columns = [](const at::Tensor& t) { return t.stride(2) == 1 ? t : t.contiguous(); };
+  const at::Tensor q = unit_columns(q_in.to(at::kFloat)), k = unit_columns(k_in.to(at::kFloat)),
+                   v = unit_columns(v_in.to(at::kFloat));
+  const int64_t batch = q.size(0), n = q.size(1), m = k.size(1);
+  const int64_t d = q.size(2) / num_heads, dv = v.size(2) / num_heads;
+  // The P V sums' terms stay inside int32 (|codes| <= 255 and 128, four terms).
+  if (m > (int64_t(1) << 14)) throw Error("quantized attention", "more than 2^14 keys overflow int32 sums");
+  const at::Tensor rel_h = rel_h_in.defined() ? rel_h_in.contiguous() : rel_h_in;
+  const at::Tensor rel_w = rel_w_in.defined() ? rel_w_in.contiguous() : rel_w_in;
+  const Shape shape{n, m, d, dv, rel_h.defined() ? rel_h.size(3) : 0, rel_w.defined() ? rel_w.size(3) : 0};
+  if (rel_h.defined() && shape.hk * shape.wk != m) throw Error("quantized attention", "relative positions do not cover the keys");
+  at::Tensor out = at::empty({batch, n, v.size(2)}, q.options());
+  const LogPlanes planes = quant.log_probs ? log_planes(*quant.log_probs) : LogPlanes{};
+  const int64_t jobs = batch * num_heads;
+  // One head per thread, each product inside single-threaded: a head's codes and chunk stay in
+  // its core's cache.
+  at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t b = job / num_heads, h = job % num_heads;
+      const float* rh = rel_h.defined() ? rel_h.data_ptr<float>() + (b * num_heads + h) * n * shape.hk : nullptr;
+      const float* rw = rel_w.defined() ? rel_w.data_ptr<float>() + (b * num_heads + h) * n * shape.wk : nullptr;
+      const HeadOperands op{q.data_ptr<float>() + b * q.stride(0) + h * d,
+                            k.data_ptr<float>() + b * k.stride(0) + h * d,
+                            v.data_ptr<float>() + b * v.stride(0) + h * dv,
+                            q.stride(1),
+                            k.stride(1),
+                            v.stride(1),
+                            rh,
+                            rw,
+                            out.data_ptr<float>() + b * out.stride(0) + h * dv,
+                            out.stride(1)};
+      one_head(op, shape, quant, planes);
+    }
+  });
+  return out;
+}
+
+}  // namespace ptq4sam::kernels

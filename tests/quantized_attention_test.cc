@@ -1,0 +1,107 @@
+// The integer attention against the simulated one: the chunked float attention on the
+// fake-quantized q, k and v, with the softmax quantizer as its probability hook.
+#include <gtest/gtest.h>
+
+#include "kernels/attention.h"
+#include "kernels/quantized_attention.h"
+#include "quant/fake_quant.h"
+#include "util/error.h"
+
+namespace ptq4sam {
+namespace {
+
+using kernels::ActivationQuantization;
+
+at::Tensor fake_quantized(const at::Tensor& x, const ActivationQuantization& q) {
+  return quant::fake_quantize(x, at::full({1}, q.scale), at::full({1}, float(q.zero_point)),
+                              quant::QuantRange{8, q.quant_min < 0});
+}
+
+struct Case {
+  int64_t batch, n, heads, head_dim, hk, wk;  // hk * wk = n when relative positions are used
+  bool log_probs = false;
+  int log_bits = 4;
+  double tau = 2.0;
+};
+
+struct Comparison {
+  double max_diff, mean_diff, far_fraction, flip_bound;
+};
+
+Comparison compare(const Case& c) {
+  if (!kernels::integer_matmul_exact()) return {};
+  at::manual_seed(11);
+  const int64_t channels = c.heads * c.head_dim;
+  const at::Tensor qkv = at::randn({c.batch, c.n, 3, channels}) * 2;
+  const at::Tensor q = qkv.select(2, 0), k = qkv.select(2, 1), v = qkv.select(2, 2);
+  at::Tensor rel_h, rel_w;
+  if (c.hk > 0) {
+    rel_h = at::randn({c.batch, c.heads, c.n, c.hk});
+    rel_w = at::randn({c.batch, c.heads, c.n, c.wk});
+  }
+  kernels::IntegerAttention quant;
+  quant.q = {0.04f, 0, -128, 127};  // a signed grid: its codes move up into u8
+  quant.k = {0.035f, 130, 0, 255};
+  quant.v = {0.03f, 121, 0, 255};
+  quant.probs = {1.0f / 255, 0, 0, 255};
+  const quant::LogQuantTable table(0.9, quant::QuantRange{c.log_bits, false}, c.tau);
+  if (c.log_probs) {
+    auto grid = std::make_shared<kernels::LogProbabilities>();
+    grid->scale = 0.9;
+    grid->tau = c.tau;
+    grid->levels = 1 << c.log_bits;
+    grid->codes = [&table](const float* in, int32_t* codes, int64_t n) { table.codes(in, codes, n); };
+    grid->values = table.values();
+    quant.log_probs = std::move(grid);
+  }
+  const kernels::ProbabilityHook hook{[&](const at::Tensor& p, const at::Tensor&) {
+                                        return c.log_probs ? table.apply(p) : fake_quantized(p, quant.probs);
+                                      },
+                                      true, true};
+  const at::Tensor v_values = fake_quantized(v, quant.v);
+  const at::Tensor expected =
+      kernels::multi_head_attention(fake_quantized(q, quant.q), fake_quantized(k, quant.k), v_values, c.heads,
+                                    kernels::ScoreScaling::kScaleQueries, rel_h, rel_w, hook);
+  const at::Tensor got = kernels::quantized_attention(q, k, v, c.heads, quant, rel_h, rel_w);
+  const at::Tensor diff = (got - expected).abs();
+  // One probability's code moving by one step (rounding of another summation order) moves an
+  // output by at most that step times the largest value.
+  const double prob_step = c.log_probs ? 0.9 * (1.0 - std::exp2(-1.0 / c.tau)) : quant.probs.scale;
+  return {diff.max().item<double>(), diff.mean().item<double>(), (diff > 1e-4).to(at::kFloat).mean().item<double>(),
+          prob_step * v_values.abs().max().item<double>()};
+}
+
+void expect_simulated(const Case& c) {
+  if (!kernels::integer_matmul_exact()) GTEST_SKIP() << "this CPU has no VNNI: the integer attention is not used";
+  const Comparison r = compare(c);
+  EXPECT_LE(r.max_diff, r.flip_bound + 1e-5);
+  EXPECT_LT(r.far_fraction, 0.01);
+  EXPECT_LT(r.mean_diff, 1e-4);
+}
+
+TEST(QuantizedAttention, WindowsWithRelativePositions) { expect_simulated({3, 63, 3, 16, 7, 9, false}); }
+// AGQ's grids: byte planes of the integer levels (4 bits at tau 1, 2 and 4), and P V in float32
+// where planes would be too many (6 bits) or tau is not a power of two.
+TEST(QuantizedAttention, LogCodesInPlanes) {
+  for (const double tau : {1.0, 2.0, 4.0}) {
+    SCOPED_TRACE(tau);
+    expect_simulated({2, 63, 2, 16, 7, 9, true, 4, tau});
+  }
+}
+TEST(QuantizedAttention, LogCodesInFloat) {
+  expect_simulated({2, 63, 2, 16, 7, 9, true, 6, 2.0});
+  expect_simulated({1, 63, 2, 16, 7, 9, true, 4, 3.0});
+}
+// More query rows than one chunk holds (64K scores): the chunks' seams.
+TEST(QuantizedAttention, GlobalHeadsInChunks) { expect_simulated({1, 400, 2, 64, 20, 20, false}); }
+TEST(QuantizedAttention, WithoutRelativePositions) { expect_simulated({2, 300, 2, 32, 0, 0, false}); }
+
+TEST(QuantizedAttention, RefusesRelativePositionsThatMissTheKeys) {
+  const at::Tensor x = at::randn({1, 12, 16});
+  kernels::IntegerAttention quant;
+  EXPECT_THROW(kernels::quantized_attention(x, x, x, 2, quant, at::randn({1, 2, 12, 3}), at::randn({1, 2, 12, 3})),
+               Error);
+}
+
+}  // namespace
+}  // namespace ptq4sam
