@@ -227,21 +227,47 @@ LogPlanes log_planes(const LogProbabilities& log) {
   return planes;
 }
 
-// One plane of a row of log codes, and its sum.
-__attribute__((target_clones("avx512f", "avx2", "default"))) int32_t log_plane(const int32_t* codes, uint8_t* out,
-                                                                                int64_t n, int32_t plane,
-                                                                                int32_t levels, int32_t tau_bits,
-                                                                                int32_t top, int32_t per_class) {
-  const int32_t residue_mask = (1 << tau_bits) - 1;
-  int32_t sum = 0;
+// Every plane of a row of n log codes (plane p's row at out + p * plane_stride), and each
+// plane's sum.
+void log_planes_generic(const int32_t* codes, int64_t n, const LogPlanes& planes, uint8_t* out, int64_t plane_stride,
+                        int32_t* sums) {
+  const int32_t residue_mask = (1 << planes.tau_bits) - 1;
+  for (int32_t p = 0; p < planes.count; ++p) sums[p] = 0;
   for (int64_t i = 0; i < n; ++i) {
     const int32_t c = codes[i];
-    const int32_t bit = top - (c >> tau_bits);
-    const int32_t value = (c < levels && (c & residue_mask) * per_class + (bit >> 3) == plane) ? 1 << (bit & 7) : 0;
-    out[i] = uint8_t(value);
-    sum += value;
+    const int32_t bit = planes.top - (c >> planes.tau_bits);
+    const int32_t plane = c < planes.levels ? (c & residue_mask) * planes.per_class + (bit >> 3) : -1;
+    for (int32_t p = 0; p < planes.count; ++p) {
+      const int32_t value = plane == p ? 1 << (bit & 7) : 0;
+      out[p * plane_stride + i] = uint8_t(value);
+      sums[p] += value;
+    }
   }
-  return sum;
+}
+
+__attribute__((target("avx512f"))) void log_planes_avx512(const int32_t* codes, int64_t n, const LogPlanes& planes,
+                                                          uint8_t* out, int64_t plane_stride, int32_t* sums) {
+  const __m512i residue_mask = _mm512_set1_epi32((1 << planes.tau_bits) - 1);
+  const __m512i top = _mm512_set1_epi32(planes.top), levels = _mm512_set1_epi32(planes.levels);
+  const __m512i per_class = _mm512_set1_epi32(planes.per_class), seven = _mm512_set1_epi32(7);
+  const __m512i one = _mm512_set1_epi32(1), none = _mm512_set1_epi32(-1);
+  const __m128i tau_bits = _mm_cvtsi32_si128(planes.tau_bits), three = _mm_cvtsi32_si128(3);
+  __m512i totals[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512i c = _mm512_maskz_loadu_epi32(lanes, codes + i);
+    const __m512i bit = _mm512_sub_epi32(top, _mm512_sra_epi32(c, tau_bits));
+    const __m512i plane_of = _mm512_mask_mov_epi32(
+        none, _mm512_mask_cmplt_epi32_mask(lanes, c, levels),  // lanes past n belong to no plane
+        _mm512_add_epi32(_mm512_mullo_epi32(_mm512_and_si512(c, residue_mask), per_class), _mm512_sra_epi32(bit, three)));
+    const __m512i value = _mm512_sllv_epi32(one, _mm512_and_si512(bit, seven));
+    for (int32_t p = 0; p < planes.count; ++p) {
+      const __m512i mine = _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(plane_of, _mm512_set1_epi32(p)), value);
+      _mm512_mask_cvtepi32_storeu_epi8(out + p * plane_stride + i, lanes, mine);
+      totals[p] = _mm512_add_epi32(totals[p], mine);
+    }
+  }
+  for (int32_t p = 0; p < planes.count; ++p) sums[p] = _mm512_reduce_add_epi32(totals[p]);
 }
 
 // out[r][j] = sum over planes of factor * v_scale * (acc + row_term), planes in order.
@@ -349,10 +375,10 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
       scale_row(p, m, inv_sum);
       quant.log_probs->codes(p, code_row.data(), m);
       if (mode == ProbsProduct::kLogPlanes) {
-        for (int32_t plane = 0; plane < planes.count; ++plane)
-          row_terms[size_t(plane * rows + r)] =
-              -zv * log_plane(code_row.data(), prob_codes_buf + (plane * rows + r) * m, m, plane, planes.levels,
-                              planes.tau_bits, planes.top, planes.per_class);
+        int32_t sums[4];
+        (has_avx512() ? log_planes_avx512 : log_planes_generic)(code_row.data(), m, planes, prob_codes_buf + r * m,
+                                                                rows * m, sums);
+        for (int32_t plane = 0; plane < planes.count; ++plane) row_terms[size_t(plane * rows + r)] = -zv * sums[plane];
       } else {
         const float* table = quant.log_probs->values.data();
         for (int64_t i = 0; i < m; ++i) probs[r * m + i] = table[code_row[size_t(i)]];
