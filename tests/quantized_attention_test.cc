@@ -92,8 +92,11 @@ TEST(QuantizedAttention, LogCodesInFloat) {
   expect_simulated({2, 63, 2, 16, 7, 9, true, 6, 2.0});
   expect_simulated({1, 63, 2, 16, 7, 9, true, 4, 3.0});
 }
-// More query rows than one chunk holds (64K scores): the chunks' seams.
-TEST(QuantizedAttention, GlobalHeadsInChunks) { expect_simulated({1, 400, 2, 64, 20, 20, false}); }
+// More query rows than one chunk holds (512K scores, shared among AGQ's planes): the seams.
+TEST(QuantizedAttention, GlobalHeadsInChunks) {
+  expect_simulated({1, 784, 2, 64, 28, 28, false});
+  expect_simulated({1, 784, 1, 64, 28, 28, true, 4, 2.0});
+}
 TEST(QuantizedAttention, WithoutRelativePositions) { expect_simulated({2, 300, 2, 32, 0, 0, false}); }
 
 TEST(QuantizedAttention, RefusesRelativePositionsThatMissTheKeys) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/int_matmul.h"
+#include "kernels/log_grid.h"
 #include "kernels/quantize_step.h"
 #include "kernels/quantized_attention.h"
 #include "util/error.h"
@@ -19,8 +20,10 @@ namespace {
 
 using dnnl::memory;
 
-// Query rows per chunk: their s32 scores stay in L2 (here 64K values = 256 KB).
-constexpr int64_t kChunkScores = 1 << 16;
+// Scores per chunk of query rows (128 rows of a global block): a product's K^T or V, copied
+// into oneDNN's layout on each call, then serves more rows. Measured best here among 2^16 to
+// 2^20; AGQ's planes share it among themselves.
+constexpr int64_t kChunkScores = 1 << 19;
 
 // Buffers of each thread, kept and only grown: every head of every block reuses them.
 enum Slot { kQueryCodes, kKeyCodes, kValueCodes, kScores, kScoreRow, kProbCodes, kProbs, kValues, kOutput, kSlots };
@@ -207,6 +210,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void dequantize_row
 struct LogPlanes {
   int32_t tau_bits = 0, top = 0, per_class = 0, count = 0, levels = 0;
   std::vector<double> factors;
+  float scale = 1.0f;
+  uint32_t thresholds[4] = {0x800000u, 0x800000u, 0x800000u, 0x800000u};  // past tau: never reached
 };
 
 // Planes for power-of-two taus, when there are at most four (more would cost more than the
@@ -221,6 +226,9 @@ LogPlanes log_planes(const LogProbabilities& log) {
   planes.levels = log.levels;
   if (tau * planes.per_class > 4) return planes;
   planes.count = tau * planes.per_class;
+  planes.scale = float(log.scale);
+  const std::vector<uint32_t> thresholds = log_mantissa_thresholds(tau);
+  std::copy(thresholds.begin(), thresholds.end(), planes.thresholds);
   for (int32_t r = 0; r < tau; ++r)
     for (int32_t j = 0; j < planes.per_class; ++j)
       planes.factors.push_back(log.scale * std::exp2(-double(r) / tau + 8.0 * j - planes.top));
@@ -245,29 +253,51 @@ void log_planes_generic(const int32_t* codes, int64_t n, const LogPlanes& planes
   }
 }
 
-__attribute__((target("avx512f"))) void log_planes_avx512(const int32_t* codes, int64_t n, const LogPlanes& planes,
-                                                          uint8_t* out, int64_t plane_stride, int32_t* sums) {
+// The same planes straight from a row of unnormalised exponentials e, the log codes computed
+// on the way as the fake quantizer computes them (kernels/log_grid.h), with the normalisation
+// and the division by the scale folded into one factor (one more float32 rounding of the
+// ratio, among those the exponential brings): ratio = max(e * inv_sum / scale, 1e-20 / scale),
+// code = clamp(tau (127 - exponent) - thresholds below the mantissa, 0, levels). A ratio that
+// is subnormal or infinite clamps as the fake quantizer rounds it (to levels, resp. 0) for
+// the grids planes serve (levels <= 126 tau).
+__attribute__((target("avx512f"))) void log_planes_avx512(const float* e, int64_t n, float inv_sum,
+                                                          const LogPlanes& planes, uint8_t* out, int64_t plane_stride,
+                                                          int32_t* sums) {
+  const __m512 factor = _mm512_set1_ps(inv_sum / planes.scale), tiny = _mm512_set1_ps(1e-20f / planes.scale);
+  const __m512i t0 = _mm512_set1_epi32(int32_t(planes.thresholds[0])), t1 = _mm512_set1_epi32(int32_t(planes.thresholds[1]));
+  const __m512i t2 = _mm512_set1_epi32(int32_t(planes.thresholds[2])), t3 = _mm512_set1_epi32(int32_t(planes.thresholds[3]));
+  const __m512i exponent_mask = _mm512_set1_epi32(0xff), mantissa_mask = _mm512_set1_epi32(0x7fffff);
+  const __m512i bias = _mm512_set1_epi32(127), zero = _mm512_setzero_si512();
   const __m512i residue_mask = _mm512_set1_epi32((1 << planes.tau_bits) - 1);
   const __m512i top = _mm512_set1_epi32(planes.top), levels = _mm512_set1_epi32(planes.levels);
-  const __m512i per_class = _mm512_set1_epi32(planes.per_class), seven = _mm512_set1_epi32(7);
-  const __m512i one = _mm512_set1_epi32(1), none = _mm512_set1_epi32(-1);
+  const __m512i seven = _mm512_set1_epi32(7), one = _mm512_set1_epi32(1), none = _mm512_set1_epi32(-1);
   const __m128i tau_bits = _mm_cvtsi32_si128(planes.tau_bits), three = _mm_cvtsi32_si128(3);
-  __m512i totals[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+  // per_class = (levels / tau - 1) / 8 + 1 is a power of two, levels / tau being one.
+  const __m128i class_bits = _mm_cvtsi32_si128(__builtin_ctz(uint32_t(planes.per_class)));
+  __m512i totals[4] = {zero, zero, zero, zero};
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    const __m512i c = _mm512_maskz_loadu_epi32(lanes, codes + i);
+    const __m512i bits = _mm512_castps_si512(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e + i), factor), tiny));
+    const __m512i mantissa = _mm512_and_si512(bits, mantissa_mask);
+    __m512i code = _mm512_sll_epi32(_mm512_sub_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(bits, 23), exponent_mask)),
+                                    tau_bits);
+    code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, t0), code, one);
+    code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, t1), code, one);
+    code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, t2), code, one);
+    code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, t3), code, one);
+    const __m512i c = _mm512_min_epi32(_mm512_max_epi32(code, zero), levels);
     const __m512i bit = _mm512_sub_epi32(top, _mm512_sra_epi32(c, tau_bits));
     const __m512i plane_of = _mm512_mask_mov_epi32(
         none, _mm512_mask_cmplt_epi32_mask(lanes, c, levels),  // lanes past n belong to no plane
-        _mm512_add_epi32(_mm512_mullo_epi32(_mm512_and_si512(c, residue_mask), per_class), _mm512_sra_epi32(bit, three)));
+        _mm512_add_epi32(_mm512_sll_epi32(_mm512_and_si512(c, residue_mask), class_bits), _mm512_sra_epi32(bit, three)));
     const __m512i value = _mm512_sllv_epi32(one, _mm512_and_si512(bit, seven));
-    for (int32_t p = 0; p < planes.count; ++p) {
-      const __m512i mine = _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(plane_of, _mm512_set1_epi32(p)), value);
-      _mm512_mask_cvtepi32_storeu_epi8(out + p * plane_stride + i, lanes, mine);
-      totals[p] = _mm512_add_epi32(totals[p], mine);
+    for (int32_t plane = 0; plane < planes.count; ++plane) {
+      const __m512i mine = _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(plane_of, _mm512_set1_epi32(plane)), value);
+      _mm512_mask_cvtepi32_storeu_epi8(out + plane * plane_stride + i, lanes, mine);
+      totals[plane] = _mm512_add_epi32(totals[plane], mine);
     }
   }
-  for (int32_t p = 0; p < planes.count; ++p) sums[p] = _mm512_reduce_add_epi32(totals[p]);
+  for (int32_t plane = 0; plane < planes.count; ++plane) sums[plane] = _mm512_reduce_add_epi32(totals[plane]);
 }
 
 // out[r][j] = sum over planes of factor * v_scale * (acc + row_term), planes in order.
@@ -346,8 +376,9 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
     for (int64_t i = 0; i < m * dv; ++i) values[i] = float(int32_t(int8_t(v_codes[i])) - zv) * quant.v.scale;
   }
 
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(n, kChunkScores / std::max<int64_t>(m, 1)));
   const int64_t prob_planes = mode == ProbsProduct::kLogPlanes ? planes.count : 1;
+  const int64_t chunk =
+      std::max<int64_t>(1, std::min<int64_t>(n, kChunkScores / prob_planes / std::max<int64_t>(m, 1)));
   int32_t* scores = scratch<int32_t>(kScores, chunk * m);
   uint8_t* prob_codes_buf = scratch<uint8_t>(kProbCodes, prob_planes * chunk * m);
   float* row_probs = scratch<float>(kScoreRow, m);
@@ -372,14 +403,21 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
         row_terms[size_t(r)] = -zv * sum;
         continue;
       }
-      scale_row(p, m, inv_sum);
-      quant.log_probs->codes(p, code_row.data(), m);
       if (mode == ProbsProduct::kLogPlanes) {
         int32_t sums[4];
-        (has_avx512() ? log_planes_avx512 : log_planes_generic)(code_row.data(), m, planes, prob_codes_buf + r * m,
-                                                                rows * m, sums);
+        if (has_avx512()) {
+          log_planes_avx512(p, m, inv_sum, planes, prob_codes_buf + r * m, rows * m, sums);
+        } else {
+          scale_row(p, m, inv_sum);
+          quant.log_probs->codes(p, code_row.data(), m);
+          log_planes_generic(code_row.data(), m, planes, prob_codes_buf + r * m, rows * m, sums);
+        }
         for (int32_t plane = 0; plane < planes.count; ++plane) row_terms[size_t(plane * rows + r)] = -zv * sums[plane];
-      } else {
+        continue;
+      }
+      scale_row(p, m, inv_sum);
+      quant.log_probs->codes(p, code_row.data(), m);
+      {
         const float* table = quant.log_probs->values.data();
         for (int64_t i = 0; i < m; ++i) probs[r * m + i] = table[code_row[size_t(i)]];
       }

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/log_grid.h"
 #include "kernels/quantize_step.h"
 
 namespace ptq4sam::quant {
@@ -126,16 +127,7 @@ LogQuantTable::LogQuantTable(double scale, const QuantRange& range, double tau)
   const at::Tensor values = scale * at::pow(2.0, -1 * at::arange(levels_, at::kFloat) / tau);
   values_.assign(values.data_ptr<float>(), values.data_ptr<float>() + levels_);
   values_.push_back(0.0f);  // codes at or past 2^b
-  if (!integer_tau_) return;
-  for (int j = 0; j < int(tau); ++j) {
-    // The least float mantissa above the irrational 2^((j + 0.5) / tau).
-    const double threshold = std::exp2((j + 0.5) / tau);
-    float f = float(threshold);
-    if (double(f) < threshold) f = std::nextafter(f, 2.0f);
-    uint32_t bits = 0;
-    std::memcpy(&bits, &f, sizeof bits);
-    mantissa_thresholds_.push_back(bits & 0x7fffffu);
-  }
+  if (integer_tau_) mantissa_thresholds_ = kernels::log_mantissa_thresholds(int(tau));
 }
 
 int64_t LogQuantTable::code_of(float x) const {
