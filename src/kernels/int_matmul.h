@@ -24,8 +24,16 @@ void run(int64_t m, const uint8_t* src, const dnnl::memory::desc& weights, const
 // zero point with them. The weights side takes `u8 code - 128` as its s8 code.
 inline int32_t u8_shift(const ActivationQuantization& q) { return q.quant_min < 0 ? 128 : 0; }
 
-// The u8 codes of one row of k floats (shifted by `shift`) and their sum; the codes equal the
-// fake quantizer's, bit for bit (kernels/quantize_step.h).
+// sum_k (a - za)(w - zw) = acc - zw sum(a) + column_term, with acc = sum_k a w: the term of one
+// weight column, whose codes sum to `w_sum`. Every term fits int32 for K up to 2^15 (|codes| <=
+// 255 and 128).
+inline int32_t column_term(int32_t za, int32_t zw, int64_t k, int32_t w_sum) {
+  return int32_t(k) * za * zw - za * w_sum;
+}
+
+// The codes of one row of k floats, shifted by `shift` and stored as bytes, and their sum; the
+// codes equal the fake quantizer's, bit for bit (kernels/quantize_step.h). A shift of
+// u8_shift - 128 gives the s8 codes of the weights side.
 int32_t quantize_row(const float* in, uint8_t* out, int64_t k, const ActivationQuantization& q, int32_t shift);
 
 }  // namespace ptq4sam::kernels::int_matmul

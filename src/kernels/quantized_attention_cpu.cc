@@ -37,16 +37,15 @@ T* scratch(Slot slot, int64_t count) {
   return reinterpret_cast<T*>(buffer.data_ptr<uint8_t>());
 }
 
-// u8 codes (rows x d, contiguous) of rows of a strided float matrix, and their row sums.
+// Codes (rows x d, contiguous) of rows of a strided float matrix: u8, or the s8 codes of the
+// weights side where `weights_side`; their row sums where `sums` is given.
 void quantize_rows(const float* x, int64_t row_stride, int64_t rows, int64_t d, const ActivationQuantization& q,
-                   uint8_t* codes, int32_t* sums) {
-  const int32_t shift = int_matmul::u8_shift(q);
-  for (int64_t r = 0; r < rows; ++r) sums[r] = int_matmul::quantize_row(x + r * row_stride, codes + r * d, d, q, shift);
-}
-
-// u8 codes to the s8 codes of the weights side (code - 128), in place.
-void to_signed(uint8_t* codes, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) codes[i] ^= 0x80;
+                   bool weights_side, uint8_t* codes, int32_t* sums) {
+  const int32_t shift = int_matmul::u8_shift(q) - (weights_side ? 128 : 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t sum = int_matmul::quantize_row(x + r * row_stride, codes + r * d, d, q, shift);
+    if (sums) sums[r] = sum;
+  }
 }
 
 // dst (rows x n, s32) = src (rows x k, u8 codes) times the s8 codes w (k x n; element (i, j) at
@@ -342,23 +341,20 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
   uint8_t* q_codes = scratch<uint8_t>(kQueryCodes, n * d);
   uint8_t* k_codes = scratch<uint8_t>(kKeyCodes, m * d);
   uint8_t* v_codes = scratch<uint8_t>(kValueCodes, m * dv);
-  thread_local std::vector<int32_t> q_sums, k_sums, v_row_sums, col_k, col_v, row_terms, code_row;
+  thread_local std::vector<int32_t> q_sums, k_sums, col_k, col_v, row_terms, code_row;
   q_sums.resize(size_t(n));
   k_sums.resize(size_t(m));
-  v_row_sums.resize(size_t(m));  // unused: the P V terms need column sums
   col_k.resize(size_t(m));
   col_v.assign(size_t(dv), 0);
   code_row.resize(size_t(m));
-  quantize_rows(op.q, op.q_stride, n, d, quant.q, q_codes, q_sums.data());
-  quantize_rows(op.k, op.k_stride, m, d, quant.k, k_codes, k_sums.data());
-  quantize_rows(op.v, op.v_stride, m, dv, quant.v, v_codes, v_row_sums.data());
-  to_signed(k_codes, m * d);
-  to_signed(v_codes, m * dv);
+  quantize_rows(op.q, op.q_stride, n, d, quant.q, false, q_codes, q_sums.data());
+  quantize_rows(op.k, op.k_stride, m, d, quant.k, true, k_codes, k_sums.data());
+  quantize_rows(op.v, op.v_stride, m, dv, quant.v, true, v_codes, nullptr);
   const int32_t zq = quant.q.zero_point + int_matmul::u8_shift(quant.q);
   const int32_t zk = quant.k.zero_point + int_matmul::u8_shift(quant.k) - 128;
   const int32_t zv = quant.v.zero_point + int_matmul::u8_shift(quant.v) - 128;
-  // sum_d (q - zq)(k - zk) = acc - zk sum(q) + [d zq zk - zq sum(k)], the latter per key.
-  for (int64_t j = 0; j < m; ++j) col_k[size_t(j)] = d * zq * zk - zq * (k_sums[size_t(j)] - 128 * int32_t(d));
+  // Keys are the columns of Q K^T: acc - zk sum(q) + their column term.
+  for (int64_t j = 0; j < m; ++j) col_k[size_t(j)] = int_matmul::column_term(zq, zk, d, k_sums[size_t(j)]);
   const float qk_scale = float(double(quant.q.scale * quant.k.scale) * std::pow(double(d), -0.5));
 
   int32_t zp = 0;
@@ -368,8 +364,7 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
     for (int64_t r = 0; r < m; ++r)
       for (int64_t j = 0; j < dv; ++j) col_v[size_t(j)] += int8_t(v_codes[r * dv + j]);
     zp = quant.probs.zero_point + int_matmul::u8_shift(quant.probs);
-    // sum_m (p - zp)(v - zv) = acc - zv sum(p) + [m zp zv - zp sum(v)], the latter per column.
-    for (auto& c : col_v) c = int32_t(m) * zp * zv - zp * c;
+    for (auto& c : col_v) c = int_matmul::column_term(zp, zv, m, c);
     pv_scale = quant.probs.scale * quant.v.scale;
   } else if (mode == ProbsProduct::kLogFloat) {
     values = scratch<float>(kValues, m * dv);

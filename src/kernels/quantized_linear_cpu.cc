@@ -235,9 +235,13 @@ at::Tensor code_linear(const at::Tensor& a_codes, const at::Tensor& w_codes, con
 }
 
 bool integer_matmul_exact() {
-  const auto isa = dnnl::get_effective_cpu_isa();
-  return isa == dnnl::cpu_isa::avx512_core_vnni || isa == dnnl::cpu_isa::avx512_core_bf16 ||
-         isa == dnnl::cpu_isa::avx512_core_amx || isa == dnnl::cpu_isa::avx2_vnni;
+  // Asked once: the attention asks per product, and oneDNN fixes its ISA at first use anyway.
+  static const bool exact = [] {
+    const auto isa = dnnl::get_effective_cpu_isa();
+    return isa == dnnl::cpu_isa::avx512_core_vnni || isa == dnnl::cpu_isa::avx512_core_bf16 ||
+           isa == dnnl::cpu_isa::avx512_core_amx || isa == dnnl::cpu_isa::avx2_vnni;
+  }();
+  return exact;
 }
 
 at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& input, const QuantizedWeight& weight,
@@ -274,8 +278,7 @@ at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& i
     int_matmul::run(m, codes, packed.desc, weight_codes, acc);
   }
 
-  // Per column: -za * sum(w) + K za zw, and the product of the two scales. Every term fits
-  // int32 for K up to 2^15 (|codes| <= 255 and 128).
+  // Per column: the zero points' term and the product of the two scales.
   const int32_t za = input.zero_point + shift;
   const int32_t* w_sums = weight.code_sums.data_ptr<int32_t>();
   const int32_t* zw = weight.zero_point.data_ptr<int32_t>();
@@ -284,7 +287,7 @@ at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& i
   std::vector<int32_t> column_term(static_cast<size_t>(n));
   for (int64_t j = 0; j < n; ++j) {
     scale[size_t(j)] = input.scale * w_scale[j];
-    column_term[size_t(j)] = -za * w_sums[j] + int32_t(k) * za * zw[j];
+    column_term[size_t(j)] = int_matmul::column_term(za, zw[j], k, w_sums[j]);
     if (weight.bias.defined()) bias[size_t(j)] = weight.bias.data_ptr<float>()[j];
   }
   float* y = out.data_ptr<float>();

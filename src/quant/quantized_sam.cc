@@ -65,7 +65,6 @@ QuantizedSam::~QuantizedSam() {
   // The model may outlive this object: leave it FP32.
   for (auto& site : layer_sites_) *site.points = {};
   for (auto* points : attention_points_) *points = {};
-  for (const auto& block : model_->image_encoder->blocks) block->attn->quant = {};
 }
 
 std::shared_ptr<AffineQuantizer> QuantizedSam::make_affine(const std::string& name, const QConfig& config) {
