@@ -18,7 +18,7 @@ at::Tensor fake_quantized(const at::Tensor& x, const ActivationQuantization& q) 
 }
 
 struct Case {
-  int64_t batch, n, heads, head_dim, hk, wk;  // hk * wk = n when relative positions are used
+  int64_t batch, n, heads, head_dim, hk, wk;  // an hk x wk grid of n tokens, or hk = 0: no relative positions
   bool log_probs = false;
   int log_bits = 4;
   double tau = 2.0;
@@ -34,10 +34,12 @@ Comparison compare(const Case& c) {
   const int64_t channels = c.heads * c.head_dim;
   const at::Tensor qkv = at::randn({c.batch, c.n, 3, channels}) * 2;
   const at::Tensor q = qkv.select(2, 0), k = qkv.select(2, 1), v = qkv.select(2, 2);
-  at::Tensor rel_h, rel_w;
+  // Self-attention on an hk x wk grid: get_rel_pos's tables, their terms as the official
+  // einsums compute them on the fake-quantized q.
+  at::Tensor rel_pos_h, rel_pos_w;
   if (c.hk > 0) {
-    rel_h = at::randn({c.batch, c.heads, c.n, c.hk});
-    rel_w = at::randn({c.batch, c.heads, c.n, c.wk});
+    rel_pos_h = at::randn({c.hk, c.hk, c.head_dim}) * 0.2;
+    rel_pos_w = at::randn({c.wk, c.wk, c.head_dim}) * 0.2;
   }
   kernels::IntegerAttention quant;
   quant.q = {0.04f, 0, -128, 127};  // a signed grid: its codes move up into u8
@@ -58,11 +60,17 @@ Comparison compare(const Case& c) {
                                         return c.log_probs ? table.apply(p) : fake_quantized(p, quant.probs);
                                       },
                                       true, true};
-  const at::Tensor v_values = fake_quantized(v, quant.v);
+  const at::Tensor v_values = fake_quantized(v, quant.v), q_values = fake_quantized(q, quant.q);
+  at::Tensor rel_h, rel_w;
+  if (c.hk > 0) {
+    const at::Tensor r_q = q_values.reshape({c.batch, c.hk, c.wk, c.heads, c.head_dim});
+    rel_h = at::einsum("bhwnc,hkc->bnhwk", {r_q, rel_pos_h}).reshape({c.batch, c.heads, c.n, c.hk});
+    rel_w = at::einsum("bhwnc,wkc->bnhwk", {r_q, rel_pos_w}).reshape({c.batch, c.heads, c.n, c.wk});
+  }
   const at::Tensor expected =
-      kernels::multi_head_attention(fake_quantized(q, quant.q), fake_quantized(k, quant.k), v_values, c.heads,
+      kernels::multi_head_attention(q_values, fake_quantized(k, quant.k), v_values, c.heads,
                                     kernels::ScoreScaling::kScaleQueries, rel_h, rel_w, hook);
-  const at::Tensor got = kernels::quantized_attention(q, k, v, c.heads, quant, rel_h, rel_w);
+  const at::Tensor got = kernels::quantized_attention(q, k, v, c.heads, quant, rel_pos_h, rel_pos_w);
   const at::Tensor diff = (got - expected).abs();
   // One probability's code moving by one step (rounding of another summation order) moves an
   // output by at most that step times the largest value.
@@ -80,6 +88,8 @@ void expect_simulated(const Case& c) {
 }
 
 TEST(QuantizedAttention, WindowsWithRelativePositions) { expect_simulated({3, 63, 3, 16, 7, 9, false}); }
+// Grid rows of 50 keys: tables of 64 columns (a global block's width) read 64 at a time.
+TEST(QuantizedAttention, WideGridsWithRelativePositions) { expect_simulated({1, 400, 2, 32, 8, 50, false}); }
 // AGQ's grids: byte planes of the integer levels (4 bits at tau 1, 2 and 4), and P V in float32
 // where planes would be too many (6 bits) or tau is not a power of two.
 TEST(QuantizedAttention, LogCodesInPlanes) {
@@ -102,8 +112,11 @@ TEST(QuantizedAttention, WithoutRelativePositions) { expect_simulated({2, 300, 2
 TEST(QuantizedAttention, RefusesRelativePositionsThatMissTheKeys) {
   const at::Tensor x = at::randn({1, 12, 16});
   kernels::IntegerAttention quant;
-  EXPECT_THROW(kernels::quantized_attention(x, x, x, 2, quant, at::randn({1, 2, 12, 3}), at::randn({1, 2, 12, 3})),
-               Error);
+  // 12 = 3 x 4 tokens, heads of 8 channels: a 3 x 3 grid misses, as do tables of other widths
+  // or only one table.
+  EXPECT_THROW(kernels::quantized_attention(x, x, x, 2, quant, at::randn({3, 3, 8}), at::randn({3, 3, 8})), Error);
+  EXPECT_THROW(kernels::quantized_attention(x, x, x, 2, quant, at::randn({3, 3, 4}), at::randn({4, 4, 4})), Error);
+  EXPECT_THROW(kernels::quantized_attention(x, x, x, 2, quant, at::randn({3, 3, 8})), Error);
 }
 
 }  // namespace

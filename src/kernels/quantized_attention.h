@@ -40,10 +40,16 @@ struct IntegerAttention {
 // with the probabilities quantized, for (B, N, C) queries and (B, M, C) keys and values of any
 // strides (unit stride along C): the float attention's numbers up to float32 rounding (exact
 // integer sums, the exponential to within 2 ulp), so a probability's code at a rounding
-// boundary may differ by one. The same numbers on every CPU: without VNNI the integer products
-// run as exact float32 ones.
+// boundary may differ by one. The same numbers on every CPU with AVX-512: without VNNI the
+// integer products run as exact float32 ones.
+//
+// SAM's relative positions come as get_rel_pos's tables, rel_pos_h (q_h, k_h, C / num_heads) and
+// rel_pos_w (q_w, k_w, C / num_heads), with N = q_h q_w and M = k_h k_w; or undefined, for none.
+// Their terms rel_h = Q(q) . rel_pos_h and rel_w = Q(q) . rel_pos_w (the official einsums) are
+// computed here, per head, summed in order over the channels: never materialised for all heads.
+// Throws Error when the tables do not cover the queries and keys.
 at::Tensor quantized_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t num_heads,
-                               const IntegerAttention& quant, const at::Tensor& rel_h = at::Tensor(),
-                               const at::Tensor& rel_w = at::Tensor());
+                               const IntegerAttention& quant, const at::Tensor& rel_pos_h = at::Tensor(),
+                               const at::Tensor& rel_pos_w = at::Tensor());
 
 }  // namespace ptq4sam::kernels

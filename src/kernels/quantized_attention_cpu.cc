@@ -26,7 +26,21 @@ using dnnl::memory;
 constexpr int64_t kChunkScores = 1 << 19;
 
 // Buffers of each thread, kept and only grown: every head of every block reuses them.
-enum Slot { kQueryCodes, kKeyCodes, kValueCodes, kScores, kScoreRow, kProbCodes, kProbs, kValues, kOutput, kSlots };
+enum Slot {
+  kQueryCodes,
+  kKeyCodes,
+  kValueCodes,
+  kQueryValues,
+  kRelH,
+  kRelW,
+  kScores,
+  kScoreRow,
+  kProbCodes,
+  kProbs,
+  kValues,
+  kOutput,
+  kSlots
+};
 
 template <typename T>
 T* scratch(Slot slot, int64_t count) {
@@ -316,23 +330,124 @@ void combine_planes(const int32_t* acc, const LogPlanes& planes, int64_t rows, i
   }
 }
 
+// SAM's decomposed relative positions as the kernel reads them: per query grid row (h) or
+// column (w), its (k_h x d) or (k_w x d) table transposed to d x pad, its key columns padded
+// with zeros to whole vectors of 16.
+struct RelativeTables {
+  at::Tensor h, w;  // (q_h, d, pad_h) and (q_w, d, pad_w), contiguous
+  int64_t q_h = 0, q_w = 0, k_h = 0, k_w = 0, pad_h = 0, pad_w = 0;
+  bool defined() const { return h.defined(); }
+};
+
+int64_t whole_vectors(int64_t n) { return (n + 15) / 16 * 16; }
+
+RelativeTables relative_tables(const at::Tensor& rel_pos_h, const at::Tensor& rel_pos_w) {
+  RelativeTables t;
+  if (!rel_pos_h.defined()) return t;
+  t.q_h = rel_pos_h.size(0), t.k_h = rel_pos_h.size(1), t.q_w = rel_pos_w.size(0), t.k_w = rel_pos_w.size(1);
+  t.pad_h = whole_vectors(t.k_h), t.pad_w = whole_vectors(t.k_w);
+  const auto transposed = [](const at::Tensor& table, int64_t pad) {
+    at::Tensor out = at::zeros({table.size(0), table.size(2), pad}, at::kFloat);
+    out.narrow(2, 0, table.size(1)).copy_(table.permute({0, 2, 1}));
+    return out;
+  };
+  t.h = transposed(rel_pos_h.to(at::kFloat), t.pad_h);
+  t.w = transposed(rel_pos_w.to(at::kFloat), t.pad_w);
+  return t;
+}
+
+// out[r][j] = sum_c q[r][c] table[c][j] over `rows` rows (q and out strided, table d x pad),
+// summed in order of c, one fused multiply-add each: the generic version's numbers too. Four
+// rows at once, so that the FMAs' latency overlaps.
+template <int kVectors>
+__attribute__((target("avx512f"))) void rows_times_table_avx512(const float* q, int64_t q_stride, int64_t rows,
+                                                                const float* table, int64_t d, int64_t pad,
+                                                                float* out, int64_t out_stride) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    __m512 acc[4][kVectors];
+    for (auto& row : acc)
+      for (auto& a : row) a = _mm512_setzero_ps();
+    for (int64_t c = 0; c < d; ++c) {
+      __m512 t[kVectors];
+      for (int v = 0; v < kVectors; ++v) t[v] = _mm512_loadu_ps(table + c * pad + 16 * v);
+      for (int i = 0; i < 4; ++i) {
+        const __m512 x = _mm512_set1_ps(q[(r + i) * q_stride + c]);
+        for (int v = 0; v < kVectors; ++v) acc[i][v] = _mm512_fmadd_ps(x, t[v], acc[i][v]);
+      }
+    }
+    for (int i = 0; i < 4; ++i)
+      for (int v = 0; v < kVectors; ++v) _mm512_storeu_ps(out + (r + i) * out_stride + 16 * v, acc[i][v]);
+  }
+  for (; r < rows; ++r) {
+    __m512 acc[kVectors];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    for (int64_t c = 0; c < d; ++c) {
+      const __m512 x = _mm512_set1_ps(q[r * q_stride + c]);
+      for (int v = 0; v < kVectors; ++v) acc[v] = _mm512_fmadd_ps(x, _mm512_loadu_ps(table + c * pad + 16 * v), acc[v]);
+    }
+    for (int v = 0; v < kVectors; ++v) _mm512_storeu_ps(out + r * out_stride + 16 * v, acc[v]);
+  }
+}
+
+void rows_times_table_generic(const float* q, int64_t q_stride, int64_t rows, const float* table, int64_t d,
+                              int64_t pad, int64_t width, float* out, int64_t out_stride) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < width; ++j) {
+      float acc = 0.0f;
+      for (int64_t c = 0; c < d; ++c) acc = std::fma(q[r * q_stride + c], table[c * pad + j], acc);
+      out[r * out_stride + j] = acc;
+    }
+}
+
+// rows_times_table over all `pad` columns, 64 at a time.
+void rows_times_table(const float* q, int64_t q_stride, int64_t rows, const float* table, int64_t d, int64_t pad,
+                      float* out, int64_t out_stride) {
+  for (int64_t j = 0; j < pad; j += 64) {
+    const int64_t width = std::min<int64_t>(64, pad - j);
+    float* dst = out + j;
+    if (!has_avx512()) {
+      rows_times_table_generic(q, q_stride, rows, table + j, d, pad, width, dst, out_stride);
+      continue;
+    }
+    switch (width / 16) {
+      case 1: rows_times_table_avx512<1>(q, q_stride, rows, table + j, d, pad, dst, out_stride); break;
+      case 2: rows_times_table_avx512<2>(q, q_stride, rows, table + j, d, pad, dst, out_stride); break;
+      case 3: rows_times_table_avx512<3>(q, q_stride, rows, table + j, d, pad, dst, out_stride); break;
+      default: rows_times_table_avx512<4>(q, q_stride, rows, table + j, d, pad, dst, out_stride); break;
+    }
+  }
+}
+
+// A head's relative-position terms from its dequantized queries (n x d, query m at grid row
+// m / q_w, column m % q_w): rel_h (n x pad_h) row by grid row, rel_w (n x pad_w) column by grid
+// column, each table read once.
+void relative_terms(const float* q_values, int64_t d, const RelativeTables& t, float* rel_h, float* rel_w) {
+  for (int64_t i = 0; i < t.q_h; ++i)
+    rows_times_table(q_values + i * t.q_w * d, d, t.q_w, t.h.data_ptr<float>() + i * d * t.pad_h, d, t.pad_h,
+                     rel_h + i * t.q_w * t.pad_h, t.pad_h);
+  for (int64_t j = 0; j < t.q_w; ++j)
+    rows_times_table(q_values + j * d, t.q_w * d, t.q_h, t.w.data_ptr<float>() + j * d * t.pad_w, d, t.pad_w,
+                     rel_w + j * t.pad_w, t.q_w * t.pad_w);
+}
+
 // The operands of one head: row-major float matrices with unit column stride.
 struct HeadOperands {
   const float *q, *k, *v;
   int64_t q_stride, k_stride, v_stride;
-  const float *rel_h, *rel_w;  // (N, hk) and (N, wk), contiguous, or null
   float* out;
   int64_t out_stride;
 };
 
 struct Shape {
-  int64_t n, m, d, dv, hk, wk;
+  int64_t n, m, d, dv;
 };
 
 // How P V runs: on affine codes, on log planes, or in float32 on the log quantizer's values.
 enum class ProbsProduct { kAffine, kLogPlanes, kLogFloat };
 
-void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& quant, const LogPlanes& planes) {
+void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& quant, const LogPlanes& planes,
+              const RelativeTables& rel) {
   const int64_t n = sh.n, m = sh.m, d = sh.d, dv = sh.dv;
   const ProbsProduct mode = !quant.log_probs ? ProbsProduct::kAffine
                             : planes.count > 0 ? ProbsProduct::kLogPlanes
@@ -355,6 +470,15 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
   const int32_t zv = quant.v.zero_point + int_matmul::u8_shift(quant.v) - 128;
   // Keys are the columns of Q K^T: acc - zk sum(q) + their column term.
   for (int64_t j = 0; j < m; ++j) col_k[size_t(j)] = int_matmul::column_term(zq, zk, d, k_sums[size_t(j)]);
+  // The relative positions on the fake quantizer's q values: (code - zq) * scale, exactly.
+  float *rel_h = nullptr, *rel_w = nullptr;
+  if (rel.defined()) {
+    float* q_values = scratch<float>(kQueryValues, n * d);
+    for (int64_t i = 0; i < n * d; ++i) q_values[i] = float(int32_t(q_codes[i]) - zq) * quant.q.scale;
+    rel_h = scratch<float>(kRelH, n * rel.pad_h);
+    rel_w = scratch<float>(kRelW, n * rel.pad_w);
+    relative_terms(q_values, d, rel, rel_h, rel_w);
+  }
   const float qk_scale = float(double(quant.q.scale * quant.k.scale) * std::pow(double(d), -0.5));
 
   int32_t zp = 0;
@@ -388,9 +512,9 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t row = r0 + r;
       float* p = row_probs;
-      const float max = score_row(scores + r * m, p, op.rel_h ? sh.hk : 1, op.rel_h ? sh.wk : m,
+      const float max = score_row(scores + r * m, p, rel_h ? rel.k_h : 1, rel_h ? rel.k_w : m,
                                   -zk * q_sums[size_t(row)], col_k.data(), qk_scale,
-                                  op.rel_h ? op.rel_h + row * sh.hk : nullptr, op.rel_w ? op.rel_w + row * sh.wk : nullptr);
+                                  rel_h ? rel_h + row * rel.pad_h : nullptr, rel_w ? rel_w + row * rel.pad_w : nullptr);
       const float inv_sum = 1.0f / (has_avx512() ? exp_shifted_avx512 : exp_shifted_generic)(p, m, max);
       if (mode == ProbsProduct::kAffine) {
         const int32_t sum = (has_avx512() ? prob_codes_avx512 : prob_codes_generic)(
@@ -436,8 +560,8 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
 }  // namespace
 
 at::Tensor quantized_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-                               int64_t num_heads, const IntegerAttention& quant, const at::Tensor& rel_h_in,
-                               const at::Tensor& rel_w_in) {
+                               int64_t num_heads, const IntegerAttention& quant, const at::Tensor& rel_pos_h,
+                               const at::Tensor& rel_pos_w) {
   const auto unit_columns = [](const at::Tensor& t) { return t.stride(2) == 1 ? t : t.contiguous(); };
   const at::Tensor q = unit_columns(q_in.to(at::kFloat)), k = unit_columns(k_in.to(at::kFloat)),
                    v = unit_columns(v_in.to(at::kFloat));
@@ -445,10 +569,13 @@ at::Tensor quantized_attention(const at::Tensor& q_in, const at::Tensor& k_in, c
   const int64_t d = q.size(2) / num_heads, dv = v.size(2) / num_heads;
   // The P V sums' terms stay inside int32 (|codes| <= 255 and 128, four terms).
   if (m > (int64_t(1) << 14)) throw Error("quantized attention", "more than 2^14 keys overflow int32 sums");
-  const at::Tensor rel_h = rel_h_in.defined() ? rel_h_in.contiguous() : rel_h_in;
-  const at::Tensor rel_w = rel_w_in.defined() ? rel_w_in.contiguous() : rel_w_in;
-  const Shape shape{n, m, d, dv, rel_h.defined() ? rel_h.size(3) : 0, rel_w.defined() ? rel_w.size(3) : 0};
-  if (rel_h.defined() && shape.hk * shape.wk != m) throw Error("quantized attention", "relative positions do not cover the keys");
+  if (rel_pos_h.defined() != rel_pos_w.defined() ||
+      (rel_pos_h.defined() && (rel_pos_h.dim() != 3 || rel_pos_w.dim() != 3 || rel_pos_h.size(2) != d ||
+                               rel_pos_w.size(2) != d || rel_pos_h.size(0) * rel_pos_w.size(0) != n ||
+                               rel_pos_h.size(1) * rel_pos_w.size(1) != m)))
+    throw Error("quantized attention", "relative positions do not cover the queries and keys");
+  const RelativeTables rel = relative_tables(rel_pos_h, rel_pos_w);
+  const Shape shape{n, m, d, dv};
   at::Tensor out = at::empty({batch, n, v.size(2)}, q.options());
   const LogPlanes planes = quant.log_probs ? log_planes(*quant.log_probs) : LogPlanes{};
   const int64_t jobs = batch * num_heads;
@@ -457,19 +584,15 @@ at::Tensor quantized_attention(const at::Tensor& q_in, const at::Tensor& k_in, c
   at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) {
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / num_heads, h = job % num_heads;
-      const float* rh = rel_h.defined() ? rel_h.data_ptr<float>() + (b * num_heads + h) * n * shape.hk : nullptr;
-      const float* rw = rel_w.defined() ? rel_w.data_ptr<float>() + (b * num_heads + h) * n * shape.wk : nullptr;
       const HeadOperands op{q.data_ptr<float>() + b * q.stride(0) + h * d,
                             k.data_ptr<float>() + b * k.stride(0) + h * d,
                             v.data_ptr<float>() + b * v.stride(0) + h * dv,
                             q.stride(1),
                             k.stride(1),
                             v.stride(1),
-                            rh,
-                            rw,
                             out.data_ptr<float>() + b * out.stride(0) + h * dv,
                             out.stride(1)};
-      one_head(op, shape, quant, planes);
+      one_head(op, shape, quant, planes, rel);
     }
   });
   return out;

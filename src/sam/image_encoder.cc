@@ -38,23 +38,27 @@ at::Tensor EncoderAttention::forward(const at::Tensor& x) const {
   const int64_t head_dim = c / num_heads;
   // (B, HW, 3, C): q, k and v are strided views of the fused projection, never copied.
   const at::Tensor fused = qkv->forward(x.reshape({b, h * w, c})).view({b, h * w, 3, c});
-  const bool integer = quant.integer && !at::GradMode::is_enabled();
-  // The integer attention quantizes k and v itself; q's values still feed the relative positions.
+  const at::Tensor rh = rel_pos_h.defined() ? get_rel_pos(h, h, rel_pos_h) : at::Tensor();
+  const at::Tensor rw = rel_pos_w.defined() ? get_rel_pos(w, w, rel_pos_w) : at::Tensor();
+  if (quant.integer && !at::GradMode::is_enabled()) {
+    // The integer attention quantizes q, k and v itself, and computes the relative positions
+    // per head from q's codes.
+    const at::Tensor out = kernels::quantized_attention(fused.select(2, 0), fused.select(2, 1), fused.select(2, 2),
+                                                        num_heads, *quant.integer, rh, rw);
+    return tapped(tap, {x}, proj->forward(out).view({b, h, w, c}));
+  }
   const at::Tensor q = quantize_at(quant.q, fused.select(2, 0));
-  const at::Tensor k = integer ? fused.select(2, 1) : quantize_at(quant.k, fused.select(2, 1));
-  const at::Tensor v = integer ? fused.select(2, 2) : quantize_at(quant.v, fused.select(2, 2));
+  const at::Tensor k = quantize_at(quant.k, fused.select(2, 1));
+  const at::Tensor v = quantize_at(quant.v, fused.select(2, 2));
   at::Tensor rel_h, rel_w;
-  if (rel_pos_h.defined()) {
+  if (rh.defined()) {
     // einsum("bhwc,hkc->bhwk") per head, on the unscaled q as in the official code.
-    const at::Tensor rh = get_rel_pos(h, h, rel_pos_h), rw = get_rel_pos(w, w, rel_pos_w);
     const at::Tensor r_q = q.view({b, h, w, num_heads, head_dim});
     rel_h = at::einsum("bhwnc,hkc->bnhwk", {r_q, rh}).reshape({b, num_heads, h * w, h});
     rel_w = at::einsum("bhwnc,wkc->bnhwk", {r_q, rw}).reshape({b, num_heads, h * w, w});
   }
-  const at::Tensor out =
-      integer ? kernels::quantized_attention(fused.select(2, 0), k, v, num_heads, *quant.integer, rel_h, rel_w)
-              : kernels::multi_head_attention(q, k, v, num_heads, kernels::ScoreScaling::kScaleQueries, rel_h, rel_w,
-                                              softmax_hook(quant.softmax));
+  const at::Tensor out = kernels::multi_head_attention(q, k, v, num_heads, kernels::ScoreScaling::kScaleQueries,
+                                                       rel_h, rel_w, softmax_hook(quant.softmax));
   return tapped(tap, {x}, proj->forward(out).view({b, h, w, c}));
 }
 
