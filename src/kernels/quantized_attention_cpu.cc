@@ -2,6 +2,7 @@
 // v; per chunk of query rows, Q K^T, one fused pass per score row (zero-point terms, scale,
 // relative positions, softmax, the probabilities' quantizer), then P V.
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -273,44 +274,62 @@ void log_planes_generic(const int32_t* codes, int64_t n, const LogPlanes& planes
 // code = clamp(tau (127 - exponent) - thresholds below the mantissa, 0, levels). A ratio that
 // is subnormal or infinite clamps as the fake quantizer rounds it (to levels, resp. 0) for
 // the grids planes serve (levels <= 126 tau).
+// tau = 2^kTauBits and per_class = 2^kClassBits fixed: only tau threshold compares, shifts by
+// immediates, and the planes' sums in registers.
+template <int kTauBits, int kClassBits>
 __attribute__((target("avx512f"))) void log_planes_avx512(const float* e, int64_t n, float inv_sum,
                                                           const LogPlanes& planes, uint8_t* out, int64_t plane_stride,
                                                           int32_t* sums) {
+  constexpr int kTau = 1 << kTauBits, kPlanes = kTau << kClassBits;
   const __m512 factor = _mm512_set1_ps(inv_sum / planes.scale), tiny = _mm512_set1_ps(1e-20f / planes.scale);
-  const __m512i t0 = _mm512_set1_epi32(int32_t(planes.thresholds[0])), t1 = _mm512_set1_epi32(int32_t(planes.thresholds[1]));
-  const __m512i t2 = _mm512_set1_epi32(int32_t(planes.thresholds[2])), t3 = _mm512_set1_epi32(int32_t(planes.thresholds[3]));
+  __m512i thresholds[kTau];
+  for (int t = 0; t < kTau; ++t) thresholds[t] = _mm512_set1_epi32(int32_t(planes.thresholds[t]));
   const __m512i exponent_mask = _mm512_set1_epi32(0xff), mantissa_mask = _mm512_set1_epi32(0x7fffff);
   const __m512i bias = _mm512_set1_epi32(127), zero = _mm512_setzero_si512();
-  const __m512i residue_mask = _mm512_set1_epi32((1 << planes.tau_bits) - 1);
+  const __m512i residue_mask = _mm512_set1_epi32(kTau - 1);
   const __m512i top = _mm512_set1_epi32(planes.top), levels = _mm512_set1_epi32(planes.levels);
-  const __m512i seven = _mm512_set1_epi32(7), one = _mm512_set1_epi32(1), none = _mm512_set1_epi32(-1);
-  const __m128i tau_bits = _mm_cvtsi32_si128(planes.tau_bits), three = _mm_cvtsi32_si128(3);
-  // per_class = (levels / tau - 1) / 8 + 1 is a power of two, levels / tau being one.
-  const __m128i class_bits = _mm_cvtsi32_si128(__builtin_ctz(uint32_t(planes.per_class)));
-  __m512i totals[4] = {zero, zero, zero, zero};
+  const __m512i seven = _mm512_set1_epi32(7), one = _mm512_set1_epi32(1);
+  __m512i totals[kPlanes];
+  for (auto& t : totals) t = zero;
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
     const __m512i bits = _mm512_castps_si512(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e + i), factor), tiny));
     const __m512i mantissa = _mm512_and_si512(bits, mantissa_mask);
-    __m512i code = _mm512_sll_epi32(_mm512_sub_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(bits, 23), exponent_mask)),
-                                    tau_bits);
-    code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, t0), code, one);
-    code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, t1), code, one);
-    code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, t2), code, one);
-    code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, t3), code, one);
+    __m512i code = _mm512_slli_epi32(_mm512_sub_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(bits, 23), exponent_mask)),
+                                     kTauBits);
+    for (int t = 0; t < kTau; ++t)
+      code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, thresholds[t]), code, one);
     const __m512i c = _mm512_min_epi32(_mm512_max_epi32(code, zero), levels);
-    const __m512i bit = _mm512_sub_epi32(top, _mm512_sra_epi32(c, tau_bits));
-    const __m512i plane_of = _mm512_mask_mov_epi32(
-        none, _mm512_mask_cmplt_epi32_mask(lanes, c, levels),  // lanes past n belong to no plane
-        _mm512_add_epi32(_mm512_sll_epi32(_mm512_and_si512(c, residue_mask), class_bits), _mm512_sra_epi32(bit, three)));
-    const __m512i value = _mm512_sllv_epi32(one, _mm512_and_si512(bit, seven));
-    for (int32_t plane = 0; plane < planes.count; ++plane) {
-      const __m512i mine = _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(plane_of, _mm512_set1_epi32(plane)), value);
+    const __mmask16 valid = _mm512_mask_cmplt_epi32_mask(lanes, c, levels);  // code `levels` stands for 0
+    const __m512i bit = _mm512_sub_epi32(top, _mm512_srai_epi32(c, kTauBits));
+    __m512i plane_of = _mm512_slli_epi32(_mm512_and_si512(c, residue_mask), kClassBits);
+    if (kClassBits > 0) plane_of = _mm512_add_epi32(plane_of, _mm512_srai_epi32(bit, 3));
+    const __m512i value = _mm512_sllv_epi32(one, kClassBits > 0 ? _mm512_and_si512(bit, seven) : bit);
+    for (int plane = 0; plane < kPlanes; ++plane) {
+      const __mmask16 in_plane =
+          kPlanes == 1 ? valid : _mm512_mask_cmpeq_epi32_mask(valid, plane_of, _mm512_set1_epi32(plane));
+      const __m512i mine = _mm512_maskz_mov_epi32(in_plane, value);
       _mm512_mask_cvtepi32_storeu_epi8(out + plane * plane_stride + i, lanes, mine);
       totals[plane] = _mm512_add_epi32(totals[plane], mine);
     }
   }
-  for (int32_t plane = 0; plane < planes.count; ++plane) sums[plane] = _mm512_reduce_add_epi32(totals[plane]);
+  for (int plane = 0; plane < kPlanes; ++plane) sums[plane] = _mm512_reduce_add_epi32(totals[plane]);
+}
+
+// log_planes (at most four planes): per_class = (levels / tau - 1) / 8 + 1 is a power of two,
+// levels / tau being one.
+void log_planes_avx512(const float* e, int64_t n, float inv_sum, const LogPlanes& planes, uint8_t* out,
+                       int64_t plane_stride, int32_t* sums) {
+  const int class_bits = __builtin_ctz(uint32_t(planes.per_class));
+  switch (planes.tau_bits * 4 + class_bits) {
+    case 0: return log_planes_avx512<0, 0>(e, n, inv_sum, planes, out, plane_stride, sums);
+    case 1: return log_planes_avx512<0, 1>(e, n, inv_sum, planes, out, plane_stride, sums);
+    case 2: return log_planes_avx512<0, 2>(e, n, inv_sum, planes, out, plane_stride, sums);
+    case 4: return log_planes_avx512<1, 0>(e, n, inv_sum, planes, out, plane_stride, sums);
+    case 5: return log_planes_avx512<1, 1>(e, n, inv_sum, planes, out, plane_stride, sums);
+    case 8: return log_planes_avx512<2, 0>(e, n, inv_sum, planes, out, plane_stride, sums);
+    default: throw Error("quantized attention", "log planes beyond four");
+  }
 }
 
 // out[r][j] = sum over planes of factor * v_scale * (acc + row_term), planes in order.
@@ -562,6 +581,7 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
 at::Tensor quantized_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                                int64_t num_heads, const IntegerAttention& quant, const at::Tensor& rel_pos_h,
                                const at::Tensor& rel_pos_w) {
+  RECORD_FUNCTION("ptq4sam::quantized_attention", std::vector<c10::IValue>());
   const auto unit_columns = [](const at::Tensor& t) { return t.stride(2) == 1 ? t : t.contiguous(); };
   const at::Tensor q = unit_columns(q_in.to(at::kFloat)), k = unit_columns(k_in.to(at::kFloat)),
                    v = unit_columns(v_in.to(at::kFloat));

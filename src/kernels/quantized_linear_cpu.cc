@@ -1,6 +1,7 @@
 // oneDNN u8 x s8 -> s32 matmul and the passes around it. Primitives are cached by shape, as
 // for the float32 matmuls.
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <dnnl.hpp>
 #include <mutex>
@@ -20,7 +21,7 @@ namespace ptq4sam::kernels {
 struct PackedWeightCodes {
   dnnl::memory::desc desc;
   at::Tensor bytes;      // desc.get_size() codes, or half as many bytes when nibbles
-  bool nibbles = false;  // two signed 4-bit codes per byte, low nibble first
+  bool nibbles = false;  // two signed 4-bit codes per byte, in groups of 128 (pack_nibbles)
 };
 
 namespace int_matmul {
@@ -116,19 +117,40 @@ using dnnl::memory;
 // The rows of the product every layer of SAM's encoder sees: its packed layout is chosen for it.
 constexpr int64_t kTypicalRows = 4096;
 
-// Two signed 4-bit codes per byte and back; the blocked layout's padding (zeros) packs too.
+// Two signed 4-bit codes per byte and back, in groups of 128 codes: byte j of a group holds
+// code j in its low nibble and code 64 + j in its high one. Unpacking then needs no shuffles:
+// each half of a group is one vector's nibbles, sign-extended by (nibble ^ 8) - 8. The blocked
+// layout's padding (zeros) packs too.
+constexpr int64_t kNibbleGroup = 128;
+
 __attribute__((target_clones("avx512f", "avx2", "default"))) void pack_nibbles(const int8_t* in, uint8_t* out,
-                                                                                int64_t pairs) {
-  for (int64_t i = 0; i < pairs; ++i) out[i] = uint8_t((in[2 * i] & 0x0f) | (in[2 * i + 1] << 4));
+                                                                                int64_t groups) {
+  constexpr int64_t half = kNibbleGroup / 2;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t j = 0; j < half; ++j)
+      out[g * half + j] = uint8_t((in[g * kNibbleGroup + j] & 0x0f) | (in[g * kNibbleGroup + half + j] << 4));
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void unpack_nibbles(const uint8_t* in, int8_t* out,
-                                                                                  int64_t pairs) {
-  for (int64_t i = 0; i < pairs; ++i) {
-    const int8_t byte = int8_t(in[i]);
-    out[2 * i] = int8_t(int8_t(byte << 4) >> 4);
-    out[2 * i + 1] = int8_t(byte >> 4);
+__attribute__((target_clones("avx512f", "avx2", "default"))) void unpack_nibble_groups(const uint8_t* in, int8_t* out,
+                                                                                        int64_t groups) {
+  constexpr int64_t half = kNibbleGroup / 2;
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* bytes = in + g * half;
+    int8_t* low = out + g * kNibbleGroup;
+    int8_t* high = low + half;
+    for (int64_t j = 0; j < half; ++j) {
+      low[j] = int8_t(((bytes[j] & 0x0f) ^ 0x08) - 0x08);
+      high[j] = int8_t(((bytes[j] >> 4) ^ 0x08) - 0x08);
+    }
   }
+}
+
+// A layer's weights are unpacked on every call (each block's MLP once per row chunk): in
+// parallel.
+void unpack_nibbles(const uint8_t* in, int8_t* out, int64_t groups) {
+  at::parallel_for(0, groups, 2048, [&](int64_t begin, int64_t end) {
+    unpack_nibble_groups(in + begin * kNibbleGroup / 2, out + begin * kNibbleGroup, end - begin);
+  });
 }
 
 // `codes` (K, N) int8, contiguous.
@@ -138,15 +160,16 @@ std::shared_ptr<const PackedWeightCodes> pack_codes(const at::Tensor& codes, boo
   auto packed = std::make_shared<PackedWeightCodes>();
   packed->desc = int_matmul::preferred_weights(kTypicalRows, k, n);
   const int64_t size = int64_t(packed->desc.get_size());
-  at::Tensor blocked = at::zeros({size + size % 2}, at::kChar);
+  const int64_t groups = nibbles ? (size + kNibbleGroup - 1) / kNibbleGroup : 0;
+  at::Tensor blocked = at::zeros({std::max(size, groups * kNibbleGroup)}, at::kChar);
   memory from(plain, int_matmul::engine(), codes.data_ptr()), to(packed->desc, int_matmul::engine(), blocked.data_ptr());
   dnnl::stream stream(int_matmul::engine());
   dnnl::reorder(from, to).execute(stream, from, to);
   stream.wait();
   packed->nibbles = nibbles;
   if (nibbles) {
-    packed->bytes = at::empty({blocked.numel() / 2}, at::kByte);
-    pack_nibbles(blocked.data_ptr<int8_t>(), packed->bytes.data_ptr<uint8_t>(), packed->bytes.numel());
+    packed->bytes = at::empty({groups * kNibbleGroup / 2}, at::kByte);
+    pack_nibbles(blocked.data_ptr<int8_t>(), packed->bytes.data_ptr<uint8_t>(), groups);
   } else {
     packed->bytes = blocked.narrow(0, 0, size).contiguous();
   }
@@ -264,17 +287,23 @@ at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& i
   int32_t* acc = reinterpret_cast<int32_t*>(workspace(kAccumulators, m * n * int64_t(sizeof(int32_t))).data_ptr<uint8_t>());
   std::vector<int32_t> row_sums(static_cast<size_t>(m));
   const float* in = x2.data_ptr<float>();
-  at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      row_sums[size_t(r)] = int_matmul::quantize_row(in + r * k, codes + r * k, k, input, shift);
-  });
+  {
+    RECORD_FUNCTION("ptq4sam::quantized_linear.codes", std::vector<c10::IValue>());
+    at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r)
+        row_sums[size_t(r)] = int_matmul::quantize_row(in + r * k, codes + r * k, k, input, shift);
+    });
+  }
   {
     const PackedWeightCodes& packed = *weight.packed;
     void* weight_codes = packed.bytes.data_ptr();
     if (packed.nibbles) {
+      RECORD_FUNCTION("ptq4sam::quantized_linear.unpack", std::vector<c10::IValue>());
       weight_codes = workspace(kWeightCodes, 2 * packed.bytes.numel()).data_ptr();
-      unpack_nibbles(packed.bytes.data_ptr<uint8_t>(), static_cast<int8_t*>(weight_codes), packed.bytes.numel());
+      unpack_nibbles(packed.bytes.data_ptr<uint8_t>(), static_cast<int8_t*>(weight_codes),
+                     packed.bytes.numel() * 2 / kNibbleGroup);
     }
+    RECORD_FUNCTION("ptq4sam::quantized_linear.product", std::vector<c10::IValue>());
     int_matmul::run(m, codes, packed.desc, weight_codes, acc);
   }
 
@@ -291,6 +320,7 @@ at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& i
     if (weight.bias.defined()) bias[size_t(j)] = weight.bias.data_ptr<float>()[j];
   }
   float* y = out.data_ptr<float>();
+  RECORD_FUNCTION("ptq4sam::quantized_linear.output", std::vector<c10::IValue>());
   at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
       dequantize_row(acc + r * n, y + r * n, n, row_sums[size_t(r)], zw, column_term.data(), scale.data(), bias.data());
