@@ -5,6 +5,7 @@
 #include "kernels/attention.h"
 #include "kernels/quantized_attention.h"
 #include "quant/fake_quant.h"
+#include "sam/image_encoder.h"
 #include "util/error.h"
 
 namespace ptq4sam {
@@ -108,6 +109,58 @@ TEST(QuantizedAttention, GlobalHeadsInChunks) {
   expect_simulated({1, 784, 1, 64, 28, 28, true, 4, 2.0});
 }
 TEST(QuantizedAttention, WithoutRelativePositions) { expect_simulated({2, 300, 2, 32, 0, 0, false}); }
+
+// The windowed entry point against window_partition -> quantized_attention -> window_unpartition,
+// bit for bit: a 9 x 11 grid in windows of 4 (padding on both sides), and one that 4 divides.
+void expect_windows_match(int64_t height, int64_t width, bool log_probs) {
+  if (!kernels::integer_matmul_exact()) GTEST_SKIP() << "this CPU has no VNNI: the integer attention is not used";
+  at::manual_seed(5);
+  const int64_t batch = 2, window = 4, heads = 2, head_dim = 8, c = heads * head_dim;
+  const at::Tensor qkv = at::randn({batch * height * width, 3 * c}) * 2, padding = at::randn({3 * c});
+  const at::Tensor rel_pos_h = at::randn({window, window, head_dim}) * 0.2;
+  const at::Tensor rel_pos_w = at::randn({window, window, head_dim}) * 0.2;
+  kernels::IntegerAttention quant;
+  quant.q = {0.04f, 0, -128, 127};
+  quant.k = {0.035f, 130, 0, 255};
+  quant.v = {0.03f, 121, 0, 255};
+  quant.probs = {1.0f / 255, 0, 0, 255};
+  const quant::LogQuantTable table(0.9, quant::QuantRange{4, false}, 2.0);
+  if (log_probs) {
+    auto grid = std::make_shared<kernels::LogProbabilities>();
+    grid->scale = 0.9, grid->tau = 2.0, grid->levels = 16;
+    grid->codes = [&table](const float* in, int32_t* codes, int64_t n) { table.codes(in, codes, n); };
+    grid->values = table.values();
+    quant.log_probs = std::move(grid);
+  }
+  const int64_t hp = (height + window - 1) / window * window, wp = (width + window - 1) / window * window;
+  at::Tensor padded = padding.expand({batch, hp, wp, 3 * c}).clone();
+  padded.narrow(1, 0, height).narrow(2, 0, width).copy_(qkv.view({batch, height, width, 3 * c}));
+  std::pair<int64_t, int64_t> padded_hw;
+  const at::Tensor windows = sam::window_partition(padded, window, padded_hw).reshape({-1, window * window, 3 * c});
+  const at::Tensor per_window = kernels::quantized_attention(windows.narrow(2, 0, c), windows.narrow(2, c, c),
+                                                             windows.narrow(2, 2 * c, c), heads, quant, rel_pos_h,
+                                                             rel_pos_w);
+  const at::Tensor expected =
+      sam::window_unpartition(per_window.view({-1, window, window, c}), window, padded_hw, {height, width});
+  const at::Tensor got = kernels::quantized_window_attention(qkv, padding, batch, height, width, window, heads, quant,
+                                                             rel_pos_h, rel_pos_w);
+  EXPECT_TRUE(at::equal(got.view({batch, height, width, c}), expected))
+      << "max |diff| " << (got.view({batch, height, width, c}) - expected).abs().max().item<double>();
+}
+
+TEST(QuantizedAttention, WindowsWithoutPartitionCopies) {
+  expect_windows_match(9, 11, false);
+  expect_windows_match(8, 12, false);
+  expect_windows_match(9, 11, true);
+}
+
+TEST(QuantizedAttention, RefusesWindowsThatDoNotFit) {
+  kernels::IntegerAttention quant;
+  const at::Tensor qkv = at::randn({2 * 9 * 11, 48});
+  // Padding is needed (4 divides neither 9 nor 11) and missing; then a grid the rows do not fill.
+  EXPECT_THROW(kernels::quantized_window_attention(qkv, at::Tensor(), 2, 9, 11, 4, 2, quant), Error);
+  EXPECT_THROW(kernels::quantized_window_attention(qkv, at::randn({48}), 2, 9, 12, 4, 2, quant), Error);
+}
 
 TEST(QuantizedAttention, RefusesRelativePositionsThatMissTheKeys) {
   const at::Tensor x = at::randn({1, 12, 16});

@@ -52,4 +52,19 @@ at::Tensor quantized_attention(const at::Tensor& q, const at::Tensor& k, const a
                                const IntegerAttention& quant, const at::Tensor& rel_pos_h = at::Tensor(),
                                const at::Tensor& rel_pos_w = at::Tensor());
 
+// SAM's windowed attention (window_partition, the attention per window, window_unpartition)
+// without the partition's copies, for the integer runtime. `qkv` (B*H*W, 3C) holds the fused
+// q | k | v projection of each token of a B x H x W grid, row-major; `padding` (3C) that of a
+// zero token, which window_partition's zero padding puts at every position of a window past
+// the grid (needed only when ws does not divide H or W). Keys and values are each window's
+// ws x ws positions in window_partition's order; only tokens inside the grid are queries, as
+// only theirs survive window_unpartition. rel_pos_h and rel_pos_w are get_rel_pos's (ws, ws,
+// C / num_heads) tables, or undefined. Returns (B*H*W, C): each token's output, as
+// quantized_attention on the partitioned windows gives it, bit for bit. Throws Error when the
+// shapes do not fit.
+at::Tensor quantized_window_attention(const at::Tensor& qkv, const at::Tensor& padding, int64_t batch, int64_t height,
+                                      int64_t width, int64_t window, int64_t num_heads, const IntegerAttention& quant,
+                                      const at::Tensor& rel_pos_h = at::Tensor(),
+                                      const at::Tensor& rel_pos_w = at::Tensor());
+
 }  // namespace ptq4sam::kernels

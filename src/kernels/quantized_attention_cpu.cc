@@ -40,6 +40,7 @@ enum Slot {
   kProbs,
   kValues,
   kOutput,
+  kOutputRows,
   kSlots
 };
 
@@ -52,13 +53,35 @@ T* scratch(Slot slot, int64_t count) {
   return reinterpret_cast<T*>(buffer.data_ptr<uint8_t>());
 }
 
-// Codes (rows x d, contiguous) of rows of a strided float matrix: u8, or the s8 codes of the
-// weights side where `weights_side`; their row sums where `sums` is given.
-void quantize_rows(const float* x, int64_t row_stride, int64_t rows, int64_t d, const ActivationQuantization& q,
-                   bool weights_side, uint8_t* codes, int32_t* sums) {
+// Rows of a float matrix (unit column stride): row r at base + r * stride, or, given an index,
+// at base + index[r] * stride, and at `pad` where index[r] < 0 (a window's positions past the
+// grid).
+struct Rows {
+  const float* base = nullptr;
+  int64_t stride = 0;
+  const int64_t* index = nullptr;
+  const float* pad = nullptr;
+  const float* operator()(int64_t r) const {
+    if (!index) return base + r * stride;
+    return index[r] < 0 ? pad : base + index[r] * stride;
+  }
+};
+
+// Output rows, likewise (no padding).
+struct OutRows {
+  float* base = nullptr;
+  int64_t stride = 0;
+  const int64_t* index = nullptr;
+  float* operator()(int64_t r) const { return base + (index ? index[r] : r) * stride; }
+};
+
+// Codes (count x d, contiguous) of `count` rows: u8, or the s8 codes of the weights side where
+// `weights_side`; their row sums where `sums` is given.
+void quantize_rows(const Rows& rows, int64_t count, int64_t d, const ActivationQuantization& q, bool weights_side,
+                   uint8_t* codes, int32_t* sums) {
   const int32_t shift = int_matmul::u8_shift(q) - (weights_side ? 128 : 0);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int32_t sum = int_matmul::quantize_row(x + r * row_stride, codes + r * d, d, q, shift);
+  for (int64_t r = 0; r < count; ++r) {
+    const int32_t sum = int_matmul::quantize_row(rows(r), codes + r * d, d, q, shift);
     if (sums) sums[r] = sum;
   }
 }
@@ -438,36 +461,33 @@ void rows_times_table(const float* q, int64_t q_stride, int64_t rows, const floa
   }
 }
 
-// A head's relative-position terms from its dequantized queries (n x d, query m at grid row
-// m / q_w, column m % q_w): rel_h (n x pad_h) row by grid row, rel_w (n x pad_w) column by grid
-// column, each table read once.
-void relative_terms(const float* q_values, int64_t d, const RelativeTables& t, float* rel_h, float* rel_w) {
-  for (int64_t i = 0; i < t.q_h; ++i)
-    rows_times_table(q_values + i * t.q_w * d, d, t.q_w, t.h.data_ptr<float>() + i * d * t.pad_h, d, t.pad_h,
-                     rel_h + i * t.q_w * t.pad_h, t.pad_h);
-  for (int64_t j = 0; j < t.q_w; ++j)
-    rows_times_table(q_values + j * d, t.q_w * d, t.q_h, t.w.data_ptr<float>() + j * d * t.pad_w, d, t.pad_w,
-                     rel_w + j * t.pad_w, t.q_w * t.pad_w);
+// A head's relative-position terms from its dequantized queries (n = q_h x q_w, query r at grid
+// row r / q_w, column r % q_w: the first q_h and q_w of the tables' rows): rel_h (n x pad_h)
+// grid row by grid row, rel_w (n x pad_w) column by column, each table read once.
+void relative_terms(const float* q_values, int64_t d, const RelativeTables& t, int64_t q_h, int64_t q_w,
+                    float* rel_h, float* rel_w) {
+  for (int64_t i = 0; i < q_h; ++i)
+    rows_times_table(q_values + i * q_w * d, d, q_w, t.h.data_ptr<float>() + i * d * t.pad_h, d, t.pad_h,
+                     rel_h + i * q_w * t.pad_h, t.pad_h);
+  for (int64_t j = 0; j < q_w; ++j)
+    rows_times_table(q_values + j * d, q_w * d, q_h, t.w.data_ptr<float>() + j * d * t.pad_w, d, t.pad_w,
+                     rel_w + j * t.pad_w, q_w * t.pad_w);
 }
 
-// The operands of one head: row-major float matrices with unit column stride.
+// The operands of one head: n query rows (a q_h x q_w grid where there are relative
+// positions), m key and value rows, and where each query's output row goes.
 struct HeadOperands {
-  const float *q, *k, *v;
-  int64_t q_stride, k_stride, v_stride;
-  float* out;
-  int64_t out_stride;
-};
-
-struct Shape {
-  int64_t n, m, d, dv;
+  Rows q, k, v;
+  OutRows out;
+  int64_t n, m, q_h, q_w;
 };
 
 // How P V runs: on affine codes, on log planes, or in float32 on the log quantizer's values.
 enum class ProbsProduct { kAffine, kLogPlanes, kLogFloat };
 
-void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& quant, const LogPlanes& planes,
+void one_head(const HeadOperands& op, int64_t d, int64_t dv, const IntegerAttention& quant, const LogPlanes& planes,
               const RelativeTables& rel) {
-  const int64_t n = sh.n, m = sh.m, d = sh.d, dv = sh.dv;
+  const int64_t n = op.n, m = op.m;
   const ProbsProduct mode = !quant.log_probs ? ProbsProduct::kAffine
                             : planes.count > 0 ? ProbsProduct::kLogPlanes
                                                : ProbsProduct::kLogFloat;
@@ -481,9 +501,9 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
   col_k.resize(size_t(m));
   col_v.assign(size_t(dv), 0);
   code_row.resize(size_t(m));
-  quantize_rows(op.q, op.q_stride, n, d, quant.q, false, q_codes, q_sums.data());
-  quantize_rows(op.k, op.k_stride, m, d, quant.k, true, k_codes, k_sums.data());
-  quantize_rows(op.v, op.v_stride, m, dv, quant.v, true, v_codes, nullptr);
+  quantize_rows(op.q, n, d, quant.q, false, q_codes, q_sums.data());
+  quantize_rows(op.k, m, d, quant.k, true, k_codes, k_sums.data());
+  quantize_rows(op.v, m, dv, quant.v, true, v_codes, nullptr);
   const int32_t zq = quant.q.zero_point + int_matmul::u8_shift(quant.q);
   const int32_t zk = quant.k.zero_point + int_matmul::u8_shift(quant.k) - 128;
   const int32_t zv = quant.v.zero_point + int_matmul::u8_shift(quant.v) - 128;
@@ -496,7 +516,7 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
     for (int64_t i = 0; i < n * d; ++i) q_values[i] = float(int32_t(q_codes[i]) - zq) * quant.q.scale;
     rel_h = scratch<float>(kRelH, n * rel.pad_h);
     rel_w = scratch<float>(kRelW, n * rel.pad_w);
-    relative_terms(q_values, d, rel, rel_h, rel_w);
+    relative_terms(q_values, d, rel, op.q_h, op.q_w, rel_h, rel_w);
   }
   const float qk_scale = float(double(quant.q.scale * quant.k.scale) * std::pow(double(d), -0.5));
 
@@ -560,20 +580,29 @@ void one_head(const HeadOperands& op, const Shape& sh, const IntegerAttention& q
         for (int64_t i = 0; i < m; ++i) probs[r * m + i] = table[code_row[size_t(i)]];
       }
     }
-    float* out = op.out + r0 * op.out_stride;
+    // Output rows in place where they lie at one stride, else gathered here and then scattered.
+    float* out = op.out.index ? scratch<float>(kOutputRows, rows * dv) : op.out(r0);
+    const int64_t out_stride = op.out.index ? dv : op.out.stride;
     if (mode == ProbsProduct::kAffine) {
       exact_product(rows, prob_codes_buf, m, v_codes, dv, dv, 1, output);
-      dequantize_rows(output, rows, dv, row_terms.data(), col_v.data(), pv_scale, out, op.out_stride);
+      dequantize_rows(output, rows, dv, row_terms.data(), col_v.data(), pv_scale, out, out_stride);
     } else if (mode == ProbsProduct::kLogPlanes) {
       // Every plane's rows in one product, then their sum weighted by the planes' factors.
       exact_product(planes.count * rows, prob_codes_buf, m, v_codes, dv, dv, 1, output);
-      combine_planes(output, planes, rows, dv, row_terms.data(), quant.v.scale, out, op.out_stride);
+      combine_planes(output, planes, rows, dv, row_terms.data(), quant.v.scale, out, out_stride);
     } else {
       const auto f32 = at::TensorOptions().dtype(at::kFloat);
       matmul_into(at::from_blob(probs, {rows, m}, f32), at::from_blob(values, {m, dv}, f32),
-                  at::from_blob(out, {rows, dv}, {op.out_stride, 1}, f32));
+                  at::from_blob(out, {rows, dv}, {out_stride, 1}, f32));
     }
+    if (op.out.index)
+      for (int64_t r = 0; r < rows; ++r) std::copy(out + r * dv, out + (r + 1) * dv, op.out(r0 + r));
   }
+}
+
+void check_keys(int64_t m) {
+  // The P V sums' terms stay inside int32 (|codes| <= 255 and 128, four terms).
+  if (m > (int64_t(1) << 14)) throw Error("quantized attention", "more than 2^14 keys overflow int32 sums");
 }
 
 }  // namespace
@@ -587,15 +616,13 @@ at::Tensor quantized_attention(const at::Tensor& q_in, const at::Tensor& k_in, c
                    v = unit_columns(v_in.to(at::kFloat));
   const int64_t batch = q.size(0), n = q.size(1), m = k.size(1);
   const int64_t d = q.size(2) / num_heads, dv = v.size(2) / num_heads;
-  // The P V sums' terms stay inside int32 (|codes| <= 255 and 128, four terms).
-  if (m > (int64_t(1) << 14)) throw Error("quantized attention", "more than 2^14 keys overflow int32 sums");
+  check_keys(m);
   if (rel_pos_h.defined() != rel_pos_w.defined() ||
       (rel_pos_h.defined() && (rel_pos_h.dim() != 3 || rel_pos_w.dim() != 3 || rel_pos_h.size(2) != d ||
                                rel_pos_w.size(2) != d || rel_pos_h.size(0) * rel_pos_w.size(0) != n ||
                                rel_pos_h.size(1) * rel_pos_w.size(1) != m)))
     throw Error("quantized attention", "relative positions do not cover the queries and keys");
   const RelativeTables rel = relative_tables(rel_pos_h, rel_pos_w);
-  const Shape shape{n, m, d, dv};
   at::Tensor out = at::empty({batch, n, v.size(2)}, q.options());
   const LogPlanes planes = quant.log_probs ? log_planes(*quant.log_probs) : LogPlanes{};
   const int64_t jobs = batch * num_heads;
@@ -604,15 +631,80 @@ at::Tensor quantized_attention(const at::Tensor& q_in, const at::Tensor& k_in, c
   at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) {
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / num_heads, h = job % num_heads;
-      const HeadOperands op{q.data_ptr<float>() + b * q.stride(0) + h * d,
-                            k.data_ptr<float>() + b * k.stride(0) + h * d,
-                            v.data_ptr<float>() + b * v.stride(0) + h * dv,
-                            q.stride(1),
-                            k.stride(1),
-                            v.stride(1),
-                            out.data_ptr<float>() + b * out.stride(0) + h * dv,
-                            out.stride(1)};
-      one_head(op, shape, quant, planes, rel);
+      HeadOperands op;
+      op.q = {q.data_ptr<float>() + b * q.stride(0) + h * d, q.stride(1)};
+      op.k = {k.data_ptr<float>() + b * k.stride(0) + h * d, k.stride(1)};
+      op.v = {v.data_ptr<float>() + b * v.stride(0) + h * dv, v.stride(1)};
+      op.out = {out.data_ptr<float>() + b * out.stride(0) + h * dv, out.stride(1)};
+      op.n = n, op.m = m, op.q_h = rel.q_h, op.q_w = rel.q_w;
+      one_head(op, d, dv, quant, planes, rel);
+    }
+  });
+  return out;
+}
+
+at::Tensor quantized_window_attention(const at::Tensor& qkv_in, const at::Tensor& padding_in, int64_t batch,
+                                      int64_t height, int64_t width, int64_t window, int64_t num_heads,
+                                      const IntegerAttention& quant, const at::Tensor& rel_pos_h,
+                                      const at::Tensor& rel_pos_w) {
+  RECORD_FUNCTION("ptq4sam::quantized_window_attention", std::vector<c10::IValue>());
+  const int64_t tokens = batch * height * width;
+  if (window <= 0 || qkv_in.dim() != 2 || qkv_in.size(0) != tokens || qkv_in.size(1) % (3 * num_heads) != 0)
+    throw Error("quantized attention", "fused q, k, v do not match the token grid");
+  const int64_t c = qkv_in.size(1) / 3, d = c / num_heads;
+  const int64_t windows_h = (height + window - 1) / window, windows_w = (width + window - 1) / window;
+  const bool padded = windows_h * window != height || windows_w * window != width;
+  if (padded && (!padding_in.defined() || padding_in.numel() != 3 * c))
+    throw Error("quantized attention", "windows past the grid need the padding token's q, k, v");
+  check_keys(window * window);
+  if (rel_pos_h.defined() != rel_pos_w.defined() ||
+      (rel_pos_h.defined() && (rel_pos_h.dim() != 3 || rel_pos_w.dim() != 3 || rel_pos_h.size(0) != window ||
+                               rel_pos_h.size(1) != window || rel_pos_w.size(0) != window ||
+                               rel_pos_w.size(1) != window || rel_pos_h.size(2) != d || rel_pos_w.size(2) != d)))
+    throw Error("quantized attention", "relative positions do not cover the windows");
+  const at::Tensor qkv = qkv_in.to(at::kFloat).contiguous();
+  const at::Tensor padding = padded ? padding_in.to(at::kFloat).contiguous().view({-1}) : at::Tensor();
+  const RelativeTables rel = relative_tables(rel_pos_h, rel_pos_w);
+  const LogPlanes planes = quant.log_probs ? log_planes(*quant.log_probs) : LogPlanes{};
+
+  // Per window, window_partition's order: its ws x ws positions (token, or -1 past the grid)
+  // as keys, and its tokens inside the grid, a q_h x q_w corner, as queries.
+  struct Window {
+    std::vector<int64_t> keys, queries;
+    int64_t q_h = 0, q_w = 0;
+  };
+  std::vector<Window> grid(size_t(batch * windows_h * windows_w));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t wy = 0; wy < windows_h; ++wy)
+      for (int64_t wx = 0; wx < windows_w; ++wx) {
+        Window& win = grid[size_t((b * windows_h + wy) * windows_w + wx)];
+        win.q_h = std::min(window, height - wy * window);
+        win.q_w = std::min(window, width - wx * window);
+        for (int64_t y = 0; y < window; ++y)
+          for (int64_t x = 0; x < window; ++x) {
+            const int64_t gy = wy * window + y, gx = wx * window + x;
+            const int64_t token = gy < height && gx < width ? (b * height + gy) * width + gx : -1;
+            win.keys.push_back(token);
+            if (token >= 0) win.queries.push_back(token);
+          }
+      }
+
+  at::Tensor out = at::empty({tokens, c}, qkv.options());
+  const float* base = qkv.data_ptr<float>();
+  const float* pad = padded ? padding.data_ptr<float>() : nullptr;
+  const int64_t stride = 3 * c;
+  const int64_t jobs = int64_t(grid.size()) * num_heads;
+  at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t job = begin; job < end; ++job) {
+      const Window& win = grid[size_t(job / num_heads)];
+      const int64_t h = job % num_heads;
+      HeadOperands op;
+      op.q = {base + h * d, stride, win.queries.data(), nullptr};
+      op.k = {base + c + h * d, stride, win.keys.data(), pad ? pad + c + h * d : nullptr};
+      op.v = {base + 2 * c + h * d, stride, win.keys.data(), pad ? pad + 2 * c + h * d : nullptr};
+      op.out = {out.data_ptr<float>() + h * d, c, win.queries.data()};
+      op.n = int64_t(win.queries.size()), op.m = window * window, op.q_h = win.q_h, op.q_w = win.q_w;
+      one_head(op, d, d, quant, planes, rel);
     }
   });
   return out;

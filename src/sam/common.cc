@@ -72,12 +72,17 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_
 at::Tensor Conv2d::forward(const at::Tensor& x) const {
   if (quant.integer || (quant.input && quant.input->grid_step().defined())) {
     // On codes, a matmul over the patches, in both backends (zero padding is exact: 0 is on
-    // every grid).
-    const int64_t k = weight.size(-1);
-    const int64_t out_h = (x.size(2) + 2 * padding - k) / stride + 1, out_w = (x.size(3) + 2 * padding - k) / stride + 1;
-    const at::Tensor patches = at::im2col(x.contiguous(), {k, k}, {1, 1}, {padding, padding}, {stride, stride});
-    const at::Tensor y = quantized_matmul(quant, patches.transpose(1, 2), weight, bias, Activation::kNone);
-    return y.transpose(1, 2).reshape({x.size(0), -1, out_h, out_w});
+    // every grid). The patches are gathered channels-last, in im2col's column order (c, i, j):
+    // transposing im2col's (C k k, L) output instead strides 16 KB per element in a ViT neck.
+    const int64_t k = weight.size(-1), batch = x.size(0);
+    const at::Tensor channels_last = x.permute({0, 2, 3, 1});
+    const at::Tensor padded =
+        padding > 0 ? at::constant_pad_nd(channels_last, {0, 0, padding, padding, padding, padding}) : channels_last;
+    const at::Tensor windows = padded.unfold(1, k, stride).unfold(2, k, stride);  // (B, OH, OW, C, k, k)
+    const int64_t out_h = windows.size(1), out_w = windows.size(2);
+    const at::Tensor patches = windows.reshape({batch * out_h * out_w, -1});
+    const at::Tensor y = quantized_matmul(quant, patches, weight, bias, Activation::kNone);
+    return y.view({batch, out_h, out_w, -1}).permute({0, 3, 1, 2}).contiguous();
   }
   return at::conv2d(quantize_at(quant.input, x), quantize_at(quant.weight, weight), bias, {stride, stride},
                     {padding, padding});

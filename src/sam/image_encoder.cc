@@ -62,6 +62,23 @@ at::Tensor EncoderAttention::forward(const at::Tensor& x) const {
   return tapped(tap, {x}, proj->forward(out).view({b, h, w, c}));
 }
 
+bool EncoderAttention::windows_on_codes() const {
+  return quant.integer && !at::GradMode::is_enabled() && !tap;
+}
+
+at::Tensor EncoderAttention::forward_windows(const at::Tensor& x, int64_t window_size) const {
+  const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
+  const at::Tensor fused = qkv->forward(x.reshape({b * h * w, c}));
+  // window_partition pads the normalised tokens with zeros: their q, k and v, once.
+  const bool padded = h % window_size != 0 || w % window_size != 0;
+  const at::Tensor padding = padded ? qkv->forward(at::zeros({1, c}, x.options())) : at::Tensor();
+  const at::Tensor rh = rel_pos_h.defined() ? get_rel_pos(window_size, window_size, rel_pos_h) : at::Tensor();
+  const at::Tensor rw = rel_pos_w.defined() ? get_rel_pos(window_size, window_size, rel_pos_w) : at::Tensor();
+  const at::Tensor out = kernels::quantized_window_attention(fused, padding, b, h, w, window_size, num_heads,
+                                                             *quant.integer, rh, rw);
+  return proj->forward(out).view({b, h, w, c});
+}
+
 at::Tensor window_partition(const at::Tensor& x, int64_t ws, std::pair<int64_t, int64_t>& padded_hw) {
   const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
   const int64_t pad_h = (ws - h % ws) % ws, pad_w = (ws - w % ws) % ws;
@@ -92,7 +109,9 @@ EncoderBlock::EncoderBlock(const ImageEncoderConfig& config, int64_t window_size
 
 at::Tensor EncoderBlock::forward(const at::Tensor& x) const {
   at::Tensor y = norm1->forward(x);
-  if (window_size > 0) {
+  if (window_size > 0 && attn->windows_on_codes()) {
+    y = attn->forward_windows(y, window_size);
+  } else if (window_size > 0) {
     std::pair<int64_t, int64_t> padded_hw;
     y = window_partition(y, window_size, padded_hw);
     y = attn->forward(y);
@@ -160,7 +179,7 @@ at::Tensor ImageEncoderViT::neck(const at::Tensor& tokens) const {
   // The 1x1 convolution and the first LayerNorm2d run channels-last, as a matmul.
   at::Tensor x = neck_norm1->forward_channels_last(
       sam::quantized_matmul(neck_conv1->quant, tokens, neck_conv1->weight, at::Tensor(), Activation::kNone));
-  x = neck_conv2->forward(x.permute({0, 3, 1, 2}).contiguous());
+  x = neck_conv2->forward(x.permute({0, 3, 1, 2}));
   return tapped(neck_tap, {tokens}, neck_norm2->forward(x).contiguous());
 }
 

@@ -28,6 +28,13 @@ class EncoderAttention : public torch::nn::Module {
  public:
   EncoderAttention(int64_t dim, int64_t num_heads, bool use_rel_pos, int64_t input_size);
   at::Tensor forward(const at::Tensor& x) const;
+  // Whether forward_windows serves: integer attention, no autograd, no tap (which would expect
+  // the partitioned windows).
+  bool windows_on_codes() const;
+  // window_unpartition(forward(window_partition(x))) for (B, H, W, C) input, on the integer
+  // attention without the partition's copies (kernels::quantized_window_attention); the same
+  // numbers. Needs windows_on_codes().
+  at::Tensor forward_windows(const at::Tensor& x, int64_t window_size) const;
   int64_t num_heads;
   std::shared_ptr<Linear> qkv, proj;
   at::Tensor rel_pos_h, rel_pos_w;
