@@ -179,7 +179,7 @@ at::Tensor ImageEncoderViT::neck(const at::Tensor& tokens) const {
   // The 1x1 convolution and the first LayerNorm2d run channels-last, as a matmul.
   at::Tensor x = neck_norm1->forward_channels_last(
       sam::quantized_matmul(neck_conv1->quant, tokens, neck_conv1->weight, at::Tensor(), Activation::kNone));
-  x = neck_conv2->forward(x.permute({0, 3, 1, 2}));
+  x = neck_conv2->forward(x.permute({0, 3, 1, 2}).contiguous());
   return tapped(neck_tap, {tokens}, neck_norm2->forward(x).contiguous());
 }
 
