@@ -1,6 +1,8 @@
 // The integer linear layer against the fake-quantized float layer it stands for.
 #include <gtest/gtest.h>
 
+#include <memory>
+
 #include "kernels/quantized_linear.h"
 #include "quant/fake_quant.h"
 
@@ -61,6 +63,39 @@ TEST(QuantizedLinear, AgreesBitForBitWithCodeLinear) {
                                                      (aq.scale * w_scale).to(at::kFloat), qw.bias);
     EXPECT_TRUE(at::equal(kernels::quantized_linear(x, aq, qw), expected));
   }
+}
+
+// int4 weights unpacked once are reused: layers taking turns, and a new layer made after an
+// old one is freed (perhaps at its address), each give the result of the same codes stored as
+// bytes (int4 codes lie on the 8-bit grid too, and the sums are exact).
+TEST(QuantizedLinear, Int4LayersTakingTurnsKeepTheirOwnCodes) {
+  at::manual_seed(13);
+  const int64_t m = 20, k = 256, n = 48;
+  const kernels::ActivationQuantization aq{0.05f, 8, 0, 15};
+  const at::Tensor x = at::randn({m, k});
+  struct Layer {
+    kernels::QuantizedWeight int4, bytes;
+  };
+  const auto make = [&] {
+    const at::Tensor codes = at::randint(0, 16, {n, k}, at::kInt), zp = at::randint(0, 16, {n}, at::kInt);
+    const at::Tensor scale = at::rand({n}) * 0.01 + 0.001;
+    return std::make_unique<Layer>(Layer{kernels::make_quantized_weight(codes, scale, zp, 4, false, at::Tensor()),
+                                         kernels::make_quantized_weight(codes, scale, zp, 8, false, at::Tensor())});
+  };
+  const auto expect_own = [&](const Layer& layer) {
+    EXPECT_TRUE(at::equal(kernels::quantized_linear(x, aq, layer.int4), kernels::quantized_linear(x, aq, layer.bytes)));
+  };
+  auto a = make();
+  const auto b = make(), c = make();
+  for (int turn = 0; turn < 3; ++turn) {
+    expect_own(*a);
+    expect_own(*b);
+  }
+  expect_own(*c);
+  a.reset();
+  const auto d = make();
+  expect_own(*d);
+  expect_own(*b);
 }
 
 TEST(QuantizedLinear, RefusesCodesOffTheGrid) {

@@ -26,7 +26,8 @@ struct PackedWeightCodes;  // the codes in oneDNN's preferred blocked layout (op
 
 struct QuantizedWeight {
   // The codes, (K, N) in oneDNN's blocked layout: one s8 per code, or for bit widths <= 4 two
-  // per byte, unpacked per call into a reused buffer (an int4 model stays int4 in memory).
+  // per byte, unpacked on use into a per-thread cache of the last two layers' codes (an int4
+  // model stays int4 in memory).
   std::shared_ptr<const PackedWeightCodes> packed;
   int64_t in_features = 0;
   at::Tensor scale;       // (N) float32

@@ -187,13 +187,34 @@ __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contrac
 }
 
 // Buffers reused across calls: fresh 50 MB tensors per layer would cost page faults.
-enum Workspace { kInputCodes, kAccumulators, kWeightCodes, kWorkspaces };
+enum Workspace { kInputCodes, kAccumulators, kWorkspaces };
 
 at::Tensor& workspace(int slot, int64_t bytes) {
   thread_local at::Tensor buffers[kWorkspaces];
   at::Tensor& buffer = buffers[slot];
   if (!buffer.defined() || buffer.numel() < bytes) buffer = at::empty({bytes}, at::kByte);
   return buffer;
+}
+
+// The s8 codes of int4 weights, unpacked for the last two layers that asked on this thread:
+// an encoder block's MLP runs lin1 and lin2 once per row chunk and would otherwise unpack them
+// each time. Held by weak pointers, so a freed weight never matches a new one at its address.
+const int8_t* unpacked_codes(const std::shared_ptr<const PackedWeightCodes>& packed) {
+  struct Entry {
+    std::weak_ptr<const PackedWeightCodes> owner;
+    at::Tensor codes;
+  };
+  thread_local Entry entries[2];
+  thread_local size_t next = 0;
+  for (const Entry& entry : entries)
+    if (entry.owner.lock() == packed) return entry.codes.data_ptr<int8_t>();
+  Entry& entry = entries[next];
+  next = (next + 1) % 2;
+  const int64_t count = 2 * packed->bytes.numel();
+  if (!entry.codes.defined() || entry.codes.numel() < count) entry.codes = at::empty({count}, at::kChar);
+  entry.owner = packed;
+  unpack_nibbles(packed->bytes.data_ptr<uint8_t>(), entry.codes.data_ptr<int8_t>(), count / kNibbleGroup);
+  return entry.codes.data_ptr<int8_t>();
 }
 
 }  // namespace
@@ -296,12 +317,10 @@ at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& i
   }
   {
     const PackedWeightCodes& packed = *weight.packed;
-    void* weight_codes = packed.bytes.data_ptr();
+    const void* weight_codes = packed.bytes.data_ptr();
     if (packed.nibbles) {
       RECORD_FUNCTION("ptq4sam::quantized_linear.unpack", std::vector<c10::IValue>());
-      weight_codes = workspace(kWeightCodes, 2 * packed.bytes.numel()).data_ptr();
-      unpack_nibbles(packed.bytes.data_ptr<uint8_t>(), static_cast<int8_t*>(weight_codes),
-                     packed.bytes.numel() * 2 / kNibbleGroup);
+      weight_codes = unpacked_codes(weight.packed);
     }
     RECORD_FUNCTION("ptq4sam::quantized_linear.product", std::vector<c10::IValue>());
     int_matmul::run(m, codes, packed.desc, weight_codes, acc);
