@@ -383,8 +383,14 @@ struct RelativeTables {
 
 int64_t whole_vectors(int64_t n) { return (n + 15) / 16 * 16; }
 
-RelativeTables relative_tables(const at::Tensor& rel_pos_h, const at::Tensor& rel_pos_w) {
+// The tables of heads of d channels; throws Error unless both or neither are given, each
+// (q, k, d). Which grid they must cover is the caller's check.
+RelativeTables relative_tables(const at::Tensor& rel_pos_h, const at::Tensor& rel_pos_w, int64_t d) {
   RelativeTables t;
+  if (rel_pos_h.defined() != rel_pos_w.defined() ||
+      (rel_pos_h.defined() && (rel_pos_h.dim() != 3 || rel_pos_w.dim() != 3 || rel_pos_h.size(2) != d ||
+                               rel_pos_w.size(2) != d)))
+    throw Error("quantized attention", "relative positions must be two tables of (queries, keys, head channels)");
   if (!rel_pos_h.defined()) return t;
   t.q_h = rel_pos_h.size(0), t.k_h = rel_pos_h.size(1), t.q_w = rel_pos_w.size(0), t.k_w = rel_pos_w.size(1);
   t.pad_h = whole_vectors(t.k_h), t.pad_w = whole_vectors(t.k_w);
@@ -617,12 +623,9 @@ at::Tensor quantized_attention(const at::Tensor& q_in, const at::Tensor& k_in, c
   const int64_t batch = q.size(0), n = q.size(1), m = k.size(1);
   const int64_t d = q.size(2) / num_heads, dv = v.size(2) / num_heads;
   check_keys(m);
-  if (rel_pos_h.defined() != rel_pos_w.defined() ||
-      (rel_pos_h.defined() && (rel_pos_h.dim() != 3 || rel_pos_w.dim() != 3 || rel_pos_h.size(2) != d ||
-                               rel_pos_w.size(2) != d || rel_pos_h.size(0) * rel_pos_w.size(0) != n ||
-                               rel_pos_h.size(1) * rel_pos_w.size(1) != m)))
+  const RelativeTables rel = relative_tables(rel_pos_h, rel_pos_w, d);
+  if (rel.defined() && (rel.q_h * rel.q_w != n || rel.k_h * rel.k_w != m))
     throw Error("quantized attention", "relative positions do not cover the queries and keys");
-  const RelativeTables rel = relative_tables(rel_pos_h, rel_pos_w);
   at::Tensor out = at::empty({batch, n, v.size(2)}, q.options());
   const LogPlanes planes = quant.log_probs ? log_planes(*quant.log_probs) : LogPlanes{};
   const int64_t jobs = batch * num_heads;
@@ -657,14 +660,11 @@ at::Tensor quantized_window_attention(const at::Tensor& qkv_in, const at::Tensor
   if (padded && (!padding_in.defined() || padding_in.numel() != 3 * c))
     throw Error("quantized attention", "windows past the grid need the padding token's q, k, v");
   check_keys(window * window);
-  if (rel_pos_h.defined() != rel_pos_w.defined() ||
-      (rel_pos_h.defined() && (rel_pos_h.dim() != 3 || rel_pos_w.dim() != 3 || rel_pos_h.size(0) != window ||
-                               rel_pos_h.size(1) != window || rel_pos_w.size(0) != window ||
-                               rel_pos_w.size(1) != window || rel_pos_h.size(2) != d || rel_pos_w.size(2) != d)))
+  const RelativeTables rel = relative_tables(rel_pos_h, rel_pos_w, d);
+  if (rel.defined() && (rel.q_h != window || rel.k_h != window || rel.q_w != window || rel.k_w != window))
     throw Error("quantized attention", "relative positions do not cover the windows");
   const at::Tensor qkv = qkv_in.to(at::kFloat).contiguous();
   const at::Tensor padding = padded ? padding_in.to(at::kFloat).contiguous().view({-1}) : at::Tensor();
-  const RelativeTables rel = relative_tables(rel_pos_h, rel_pos_w);
   const LogPlanes planes = quant.log_probs ? log_planes(*quant.log_probs) : LogPlanes{};
 
   // Per window, window_partition's order: its ws x ws positions (token, or -1 past the grid)
