@@ -3,6 +3,7 @@
 
 #include <memory>
 
+#include "kernels/gelu.h"
 #include "kernels/quantized_linear.h"
 #include "quant/fake_quant.h"
 
@@ -96,6 +97,58 @@ TEST(QuantizedLinear, Int4LayersTakingTurnsKeepTheirOwnCodes) {
   const auto d = make();
   expect_own(*d);
   expect_own(*b);
+}
+
+// An MLP's hidden layer handed on as codes: the same codes and row sums as the float32 output
+// quantized by the next layer's quantizer (unsigned and signed grids), and a residual added in
+// the output pass as at::add adds it.
+TEST(QuantizedLinear, HandsItsOutputOnAsCodes) {
+  at::manual_seed(14);
+  const int64_t m = 37, k = 128, n = 300;
+  const kernels::ActivationQuantization aq{0.03f, 9, 0, 15};
+  const at::Tensor codes = at::randint(0, 16, {n, k}, at::kInt), zp = at::randint(0, 16, {n}, at::kInt);
+  const kernels::QuantizedWeight qw =
+      kernels::make_quantized_weight(codes, at::rand({n}) * 0.02 + 0.001, zp, 4, false, at::randn({n}));
+  const kernels::ActivationCodes input = kernels::quantize_activations(at::randn({m, k}), aq);
+  for (const kernels::ActivationQuantization next :
+       {kernels::ActivationQuantization{0.01f, 20, 0, 255}, kernels::ActivationQuantization{0.02f, 0, -8, 7}}) {
+    for (const kernels::Activation act : {kernels::Activation::kGelu, kernels::Activation::kNone}) {
+      const kernels::ActivationCodes expected =
+          kernels::quantize_activations(kernels::quantized_linear(input, qw, act), next);
+      const kernels::ActivationCodes got = kernels::quantized_linear_codes(input, qw, act, next);
+      EXPECT_TRUE(at::equal(got.codes, expected.codes));
+      EXPECT_EQ(got.row_sums, expected.row_sums);
+      EXPECT_EQ(got.shift, expected.shift);
+      // The codes span the grid: the comparison is not between two constant tensors.
+      EXPECT_GT(got.codes.max().item<int>() - got.codes.min().item<int>(), 4);
+    }
+  }
+  const at::Tensor residual = at::randn({m, n});
+  const at::Tensor plain = kernels::quantized_linear(input, qw);
+  at::Tensor into = at::empty({2 * m, n});
+  const at::Tensor summed = kernels::quantized_linear(input, qw, kernels::Activation::kNone, residual, into.narrow(0, m, m));
+  EXPECT_TRUE(at::equal(summed, residual + plain));
+  EXPECT_TRUE(at::equal(into.narrow(0, m, m), residual + plain));
+  EXPECT_THROW(kernels::quantized_linear(input, qw, kernels::Activation::kNone, at::Tensor(), at::empty({m, n + 1})),
+               std::exception);
+}
+
+// Our GELU against torch's, and each value independent of where it lies in the span.
+TEST(Gelu, MatchesTorchToAFewUlpAnywhereInASpan) {
+  at::manual_seed(15);
+  const at::Tensor x = at::cat({at::randn({5000}) * 3.0, at::linspace(-12.0, 12.0, 1001), at::zeros({1})});
+  at::Tensor ours = x.clone();
+  kernels::gelu_(ours);
+  const at::Tensor reference = at::gelu(x.to(at::kDouble));
+  const at::Tensor error = (ours.to(at::kDouble) - reference).abs();
+  // erf to 1.5e-7 (as torch's vectorised erf), scaled by |x| / 2.
+  EXPECT_LT((error / (x.to(at::kDouble).abs() * 0.5 + 1e-30)).max().item<double>(), 6e-7);
+  EXPECT_LT(((ours - at::gelu(x)).abs() / (x.abs() + 1.0)).max().item<double>(), 1e-6);
+  for (const int64_t offset : {1, 7, 13}) {
+    at::Tensor span = x.narrow(0, offset, 999).clone();
+    kernels::gelu_inplace(span.data_ptr<float>(), span.numel());
+    EXPECT_TRUE(at::equal(span, ours.narrow(0, offset, 999)));
+  }
 }
 
 TEST(QuantizedLinear, RefusesCodesOffTheGrid) {

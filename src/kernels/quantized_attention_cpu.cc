@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/exp_avx512.h"
 #include "kernels/int_matmul.h"
 #include "kernels/log_grid.h"
 #include "kernels/quantize_step.h"
@@ -109,28 +110,13 @@ void exact_product(int64_t rows, const uint8_t* src, int64_t k, const uint8_t* w
   }
 }
 
-// exp(x[i] - max) in place, and their sum. Cephes' single-precision exponential: x = n ln2 + r
-// with |r| <= ln2 / 2, a degree-7 polynomial for e^r, and 2^n by scalef: within 2 ulp of expf.
+// exp(x[i] - max) in place, and their sum.
 __attribute__((target("avx512f"))) float exp_shifted_avx512(float* x, int64_t n, float max) {
-  const __m512 shift = _mm512_set1_ps(max), lowest = _mm512_set1_ps(-87.33654f);
-  const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-  const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-  const __m512 c5 = _mm512_set1_ps(1.9875691500e-4f), c4 = _mm512_set1_ps(1.3981999507e-3f);
-  const __m512 c3 = _mm512_set1_ps(8.3334519073e-3f), c2 = _mm512_set1_ps(4.1665795894e-2f);
-  const __m512 c1 = _mm512_set1_ps(1.6666665459e-1f), c0 = _mm512_set1_ps(5.0000001201e-1f);
-  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 shift = _mm512_set1_ps(max);
   __m512 sum = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    const __m512 v = _mm512_max_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, x + i), shift), lowest);
-    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(v, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 r = _mm512_fnmadd_ps(k, ln2_lo, _mm512_fnmadd_ps(k, ln2_hi, v));
-    __m512 p = _mm512_fmadd_ps(c5, r, c4);
-    p = _mm512_fmadd_ps(p, r, c3);
-    p = _mm512_fmadd_ps(p, r, c2);
-    p = _mm512_fmadd_ps(p, r, c1);
-    p = _mm512_fmadd_ps(p, r, c0);
-    const __m512 e = _mm512_scalef_ps(_mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), one), k);
+    const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, x + i), shift));
     _mm512_mask_storeu_ps(x + i, lanes, e);
     sum = _mm512_mask_add_ps(sum, lanes, sum, e);
   }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "kernels/matmul.h"
 
@@ -50,6 +51,33 @@ struct IntegerLinear {
   ActivationQuantization input;
   QuantizedWeight weight;
 };
+
+// An activation as a linear's input: its codes under the layer's input quantizer, moved into u8
+// (int_matmul's u8_shift), row by row, with each row's sum. One layer can hand its output to the
+// next this way, with no float32 tensor in between.
+struct ActivationCodes {
+  at::Tensor codes;  // (rows, K) uint8, contiguous
+  std::vector<int32_t> row_sums;
+  ActivationQuantization quant;
+  int32_t shift = 0;
+  int64_t rows() const { return codes.size(0); }
+};
+
+// The codes of x (..., K) float32 under q, one row per leading index: the fake quantizer's codes
+// bit for bit.
+ActivationCodes quantize_activations(const at::Tensor& x, const ActivationQuantization& q);
+
+// act(linear) of the codes, (rows, N) float32, plus `residual` (rows, N) where given, added last
+// (as x + layer(x)). Written into `out` (rows, N, contiguous) where given, else a new tensor.
+at::Tensor quantized_linear(const ActivationCodes& a, const QuantizedWeight& weight,
+                            Activation activation = Activation::kNone, const at::Tensor& residual = at::Tensor(),
+                            at::Tensor out = at::Tensor());
+
+// act(linear) of the codes, quantized at once by the next layer's input quantizer: what
+// quantize_activations(quantized_linear(a, weight, activation), next) gives, bit for bit, without
+// the float32 tensor (an MLP's hidden activations, 4x its width).
+ActivationCodes quantized_linear_codes(const ActivationCodes& a, const QuantizedWeight& weight, Activation activation,
+                                       const ActivationQuantization& next);
 
 // act(linear) over the last dim of x (..., K) float32.
 at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& input, const QuantizedWeight& weight,

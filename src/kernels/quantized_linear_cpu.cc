@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/gelu.h"
 #include "kernels/int_matmul.h"
 #include "kernels/quantized_linear.h"
 #include "kernels/quantize_step.h"
@@ -187,7 +188,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contrac
 }
 
 // Buffers reused across calls: fresh 50 MB tensors per layer would cost page faults.
-enum Workspace { kInputCodes, kAccumulators, kWorkspaces };
+enum Workspace { kAccumulators, kWorkspaces };
 
 at::Tensor& workspace(int slot, int64_t bytes) {
   thread_local at::Tensor buffers[kWorkspaces];
@@ -271,7 +272,7 @@ at::Tensor code_linear(const at::Tensor& a_codes, const at::Tensor& w_codes, con
   }
   at::Tensor out = acc.mul_(scale);
   if (bias.defined()) out.add_(bias);
-  if (activation == Activation::kGelu) at::gelu_(out);
+  if (activation == Activation::kGelu) kernels::gelu_(out);
   if (activation == Activation::kRelu) at::relu_(out);
   std::vector<int64_t> out_shape(a_codes.sizes().begin(), a_codes.sizes().end());
   out_shape.back() = n;
@@ -288,65 +289,143 @@ bool integer_matmul_exact() {
   return exact;
 }
 
+ActivationCodes quantize_activations(const at::Tensor& x, const ActivationQuantization& input) {
+  if (input.quant_min < -128 || input.quant_max > 255 || input.quant_max - input.quant_min > 255)
+    throw Error("quantized linear", "activation grid does not fit 8 bits");
+  const int64_t k = x.size(-1);
+  const at::Tensor x2 = x.reshape({-1, k}).to(at::kFloat).contiguous();
+  const int64_t m = x2.size(0);
+  ActivationCodes a;
+  a.quant = input;
+  // Signed activation grids move up into u8, their zero point with them.
+  a.shift = int_matmul::u8_shift(input);
+  a.codes = at::empty({m, k}, at::kByte);
+  a.row_sums.resize(static_cast<size_t>(m));
+  const float* in = x2.data_ptr<float>();
+  uint8_t* codes = a.codes.data_ptr<uint8_t>();
+  RECORD_FUNCTION("ptq4sam::quantized_linear.codes", std::vector<c10::IValue>());
+  at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      a.row_sums[size_t(r)] = int_matmul::quantize_row(in + r * k, codes + r * k, k, input, a.shift);
+  });
+  return a;
+}
+
+namespace {
+
+// The terms of each output column: the product of the two scales, the zero points' column term
+// and the bias (0 where there is none).
+struct OutputTerms {
+  std::vector<float> scale, bias;
+  std::vector<int32_t> column_term;
+};
+
+OutputTerms output_terms(const ActivationCodes& a, const QuantizedWeight& weight) {
+  const int64_t k = weight.in_features, n = weight.out_features();
+  const int32_t za = a.quant.zero_point + a.shift;
+  const int32_t* w_sums = weight.code_sums.data_ptr<int32_t>();
+  const int32_t* zw = weight.zero_point.data_ptr<int32_t>();
+  const float* w_scale = weight.scale.data_ptr<float>();
+  OutputTerms t;
+  t.scale.resize(size_t(n));
+  t.bias.assign(size_t(n), 0.0f);
+  t.column_term.resize(size_t(n));
+  for (int64_t j = 0; j < n; ++j) {
+    t.scale[size_t(j)] = a.quant.scale * w_scale[j];
+    t.column_term[size_t(j)] = int_matmul::column_term(za, zw[j], k, w_sums[j]);
+    if (weight.bias.defined()) t.bias[size_t(j)] = weight.bias.data_ptr<float>()[j];
+  }
+  return t;
+}
+
+// The s32 products of the codes with the weight's, in a workspace reused across calls.
+const int32_t* integer_product(const ActivationCodes& a, const QuantizedWeight& weight) {
+  const int64_t k = weight.in_features, n = weight.out_features(), m = a.rows();
+  if (a.codes.size(1) != k)
+    throw Error("quantized linear", "input has " + std::to_string(a.codes.size(1)) + " features, weight " + std::to_string(k));
+  if (k > (int64_t(1) << 15)) throw Error("quantized linear", "more than 2^15 input features overflow int32 sums");
+  int32_t* acc = reinterpret_cast<int32_t*>(workspace(kAccumulators, m * n * int64_t(sizeof(int32_t))).data_ptr<uint8_t>());
+  if (m == 0) return acc;
+  const PackedWeightCodes& packed = *weight.packed;
+  const void* weight_codes = packed.bytes.data_ptr();
+  if (packed.nibbles) {
+    RECORD_FUNCTION("ptq4sam::quantized_linear.unpack", std::vector<c10::IValue>());
+    weight_codes = unpacked_codes(weight.packed);
+  }
+  RECORD_FUNCTION("ptq4sam::quantized_linear.product", std::vector<c10::IValue>());
+  int_matmul::run(m, a.codes.data_ptr<uint8_t>(), packed.desc, weight_codes, acc);
+  return acc;
+}
+
+// y[j] = x[j] + y[j]: the residual added as at::add(x, layer(x)) adds it.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void add_row(const float* x, float* y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) y[j] = x[j] + y[j];
+}
+
+}  // namespace
+
+at::Tensor quantized_linear(const ActivationCodes& a, const QuantizedWeight& weight, Activation activation,
+                            const at::Tensor& residual, at::Tensor out) {
+  const int64_t m = a.rows(), n = weight.out_features();
+  const int32_t* acc = integer_product(a, weight);
+  if (!out.defined()) out = at::empty({m, n}, at::kFloat);
+  if (out.scalar_type() != at::kFloat || !out.is_contiguous() || out.numel() != m * n)
+    throw Error("quantized linear", "output is not a contiguous float32 tensor of its size");
+  const at::Tensor res = residual.defined() ? residual.reshape({m, n}).to(at::kFloat).contiguous() : at::Tensor();
+  const OutputTerms t = output_terms(a, weight);
+  const int32_t* zw = weight.zero_point.data_ptr<int32_t>();
+  float* y = out.data_ptr<float>();
+  RECORD_FUNCTION("ptq4sam::quantized_linear.output", std::vector<c10::IValue>());
+  at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float* row = y + r * n;
+      dequantize_row(acc + r * n, row, n, a.row_sums[size_t(r)], zw, t.column_term.data(), t.scale.data(), t.bias.data());
+      if (activation == Activation::kGelu) gelu_inplace(row, n);
+      if (activation == Activation::kRelu)
+        for (int64_t j = 0; j < n; ++j) row[j] = std::max(row[j], 0.0f);
+      if (res.defined()) add_row(res.data_ptr<float>() + r * n, row, n);
+    }
+  });
+  return out;
+}
+
+ActivationCodes quantized_linear_codes(const ActivationCodes& a, const QuantizedWeight& weight, Activation activation,
+                                       const ActivationQuantization& next) {
+  if (next.quant_min < -128 || next.quant_max > 255 || next.quant_max - next.quant_min > 255)
+    throw Error("quantized linear", "activation grid does not fit 8 bits");
+  const int64_t m = a.rows(), n = weight.out_features();
+  const int32_t* acc = integer_product(a, weight);
+  ActivationCodes b;
+  b.quant = next;
+  b.shift = int_matmul::u8_shift(next);
+  b.codes = at::empty({m, n}, at::kByte);
+  b.row_sums.resize(size_t(m));
+  const OutputTerms t = output_terms(a, weight);
+  const int32_t* zw = weight.zero_point.data_ptr<int32_t>();
+  uint8_t* codes = b.codes.data_ptr<uint8_t>();
+  RECORD_FUNCTION("ptq4sam::quantized_linear.output_codes", std::vector<c10::IValue>());
+  at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
+    // One row at a time through a buffer that stays in cache: the float32 rows never reach memory.
+    std::vector<float> row(static_cast<size_t>(n));
+    for (int64_t r = begin; r < end; ++r) {
+      dequantize_row(acc + r * n, row.data(), n, a.row_sums[size_t(r)], zw, t.column_term.data(), t.scale.data(),
+                     t.bias.data());
+      if (activation == Activation::kGelu) gelu_inplace(row.data(), n);
+      if (activation == Activation::kRelu)
+        for (float& value : row) value = std::max(value, 0.0f);
+      b.row_sums[size_t(r)] = int_matmul::quantize_row(row.data(), codes + r * n, n, next, b.shift);
+    }
+  });
+  return b;
+}
+
 at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& input, const QuantizedWeight& weight,
                             Activation activation) {
   const int64_t k = weight.in_features, n = weight.out_features();
   if (x.size(-1) != k) throw Error("quantized linear", "input has " + std::to_string(x.size(-1)) + " features, weight " + std::to_string(k));
-  if (input.quant_min < -128 || input.quant_max > 255 || input.quant_max - input.quant_min > 255)
-    throw Error("quantized linear", "activation grid does not fit 8 bits");
-  if (k > (int64_t(1) << 15)) throw Error("quantized linear", "more than 2^15 input features overflow int32 sums");
-  const at::Tensor x2 = x.reshape({-1, k}).to(at::kFloat).contiguous();
-  const int64_t m = x2.size(0);
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = n;
-  at::Tensor out = at::empty({m, n}, at::kFloat);
-  if (m == 0) return out.view(out_shape);
-
-  // Signed activation grids move up into u8, their zero point with them.
-  const int32_t shift = int_matmul::u8_shift(input);
-  uint8_t* codes = workspace(kInputCodes, m * k).data_ptr<uint8_t>();
-  int32_t* acc = reinterpret_cast<int32_t*>(workspace(kAccumulators, m * n * int64_t(sizeof(int32_t))).data_ptr<uint8_t>());
-  std::vector<int32_t> row_sums(static_cast<size_t>(m));
-  const float* in = x2.data_ptr<float>();
-  {
-    RECORD_FUNCTION("ptq4sam::quantized_linear.codes", std::vector<c10::IValue>());
-    at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r)
-        row_sums[size_t(r)] = int_matmul::quantize_row(in + r * k, codes + r * k, k, input, shift);
-    });
-  }
-  {
-    const PackedWeightCodes& packed = *weight.packed;
-    const void* weight_codes = packed.bytes.data_ptr();
-    if (packed.nibbles) {
-      RECORD_FUNCTION("ptq4sam::quantized_linear.unpack", std::vector<c10::IValue>());
-      weight_codes = unpacked_codes(weight.packed);
-    }
-    RECORD_FUNCTION("ptq4sam::quantized_linear.product", std::vector<c10::IValue>());
-    int_matmul::run(m, codes, packed.desc, weight_codes, acc);
-  }
-
-  // Per column: the zero points' term and the product of the two scales.
-  const int32_t za = input.zero_point + shift;
-  const int32_t* w_sums = weight.code_sums.data_ptr<int32_t>();
-  const int32_t* zw = weight.zero_point.data_ptr<int32_t>();
-  const float* w_scale = weight.scale.data_ptr<float>();
-  std::vector<float> scale(static_cast<size_t>(n)), bias(static_cast<size_t>(n), 0.0f);
-  std::vector<int32_t> column_term(static_cast<size_t>(n));
-  for (int64_t j = 0; j < n; ++j) {
-    scale[size_t(j)] = input.scale * w_scale[j];
-    column_term[size_t(j)] = int_matmul::column_term(za, zw[j], k, w_sums[j]);
-    if (weight.bias.defined()) bias[size_t(j)] = weight.bias.data_ptr<float>()[j];
-  }
-  float* y = out.data_ptr<float>();
-  RECORD_FUNCTION("ptq4sam::quantized_linear.output", std::vector<c10::IValue>());
-  at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      dequantize_row(acc + r * n, y + r * n, n, row_sums[size_t(r)], zw, column_term.data(), scale.data(), bias.data());
-  });
-  if (activation == Activation::kGelu) at::gelu_(out);
-  if (activation == Activation::kRelu) at::relu_(out);
-  return out.view(out_shape);
+  return quantized_linear(quantize_activations(x, input), weight, activation).view(out_shape);
 }
 
 }  // namespace ptq4sam::kernels

@@ -108,6 +108,17 @@ at::Tensor MLPBlock::forward(const at::Tensor& x) const {
   return tapped(tap, {x}, lin2->forward(lin1->forward(x, activation)));
 }
 
+bool MLPBlock::on_codes() const {
+  return lin1->quant.integer && lin2->quant.integer && !tap && !at::GradMode::is_enabled();
+}
+
+at::Tensor MLPBlock::forward_on_codes(const at::Tensor& x, const at::Tensor& residual, at::Tensor out) const {
+  const kernels::IntegerLinear &first = *lin1->quant.integer, &second = *lin2->quant.integer;
+  const kernels::ActivationCodes hidden =
+      kernels::quantized_linear_codes(kernels::quantize_activations(x, first.input), first.weight, activation, second.input);
+  return kernels::quantized_linear(hidden, second.weight, Activation::kNone, residual, out);
+}
+
 MLP::MLP(int64_t input_dim, int64_t hidden_dim, int64_t output_dim, int64_t num_layers, Numerics numerics,
          bool sigmoid_output_)
     : sigmoid_output(sigmoid_output_) {

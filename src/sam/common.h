@@ -81,6 +81,12 @@ class MLPBlock : public torch::nn::Module {
  public:
   MLPBlock(int64_t embedding_dim, int64_t mlp_dim, Activation activation, Numerics numerics = Numerics::kFast);
   at::Tensor forward(const at::Tensor& x) const;
+  // Whether forward_on_codes serves: both layers on integer codes, no autograd, no tap.
+  bool on_codes() const;
+  // residual + forward(x) for the integer runtime, lin1's output going straight to lin2's input
+  // codes (the hidden activations, 4x the width, never exist in float32); into `out` where
+  // given. The simulated model's numbers bit for bit: they too take GELU from kernels/gelu.h.
+  at::Tensor forward_on_codes(const at::Tensor& x, const at::Tensor& residual, at::Tensor out = at::Tensor()) const;
   std::shared_ptr<Linear> lin1, lin2;
   Activation activation;
   BlockTap tap;

@@ -133,7 +133,10 @@ at::Tensor EncoderBlock::forward(const at::Tensor& x) const {
   for (int64_t r = 0; r < z2.size(0); r += kRows) {
     const int64_t rows = std::min(kRows, z2.size(0) - r);
     at::Tensor dst = out.narrow(0, r, rows);
-    at::add_out(dst, z2.narrow(0, r, rows), mlp->forward(n2.narrow(0, r, rows)));
+    if (mlp->on_codes())
+      mlp->forward_on_codes(n2.narrow(0, r, rows), z2.narrow(0, r, rows), dst);
+    else
+      at::add_out(dst, z2.narrow(0, r, rows), mlp->forward(n2.narrow(0, r, rows)));
   }
   return out.view(z.sizes());
 }
