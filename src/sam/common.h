@@ -62,6 +62,9 @@ class Conv2d : public torch::nn::Module {
  public:
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, int64_t padding, bool bias);
   at::Tensor forward(const at::Tensor& x) const;
+  // forward on integer codes, from the (B, H, W, C) view of the input: the patches are
+  // unfolded from the input's codes (the same codes as the float patches would give).
+  at::Tensor forward_on_codes(const at::Tensor& channels_last) const;
   at::Tensor weight, bias;
   int64_t stride, padding;
   LayerQuantPoints quant;

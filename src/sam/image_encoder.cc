@@ -62,21 +62,33 @@ at::Tensor EncoderAttention::forward(const at::Tensor& x) const {
   return tapped(tap, {x}, proj->forward(out).view({b, h, w, c}));
 }
 
-bool EncoderAttention::windows_on_codes() const {
-  return quant.integer && !at::GradMode::is_enabled() && !tap;
-}
+bool EncoderAttention::on_codes() const { return quant.integer && !at::GradMode::is_enabled() && !tap; }
 
-at::Tensor EncoderAttention::forward_windows(const at::Tensor& x, int64_t window_size) const {
+at::Tensor EncoderAttention::forward_on_codes(const at::Tensor& x, int64_t window_size,
+                                              const at::Tensor& residual) const {
   const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
   const at::Tensor fused = qkv->forward(x.reshape({b * h * w, c}));
-  // window_partition pads the normalised tokens with zeros: their q, k and v, once.
-  const bool padded = h % window_size != 0 || w % window_size != 0;
-  const at::Tensor padding = padded ? qkv->forward(at::zeros({1, c}, x.options())) : at::Tensor();
-  const at::Tensor rh = rel_pos_h.defined() ? get_rel_pos(window_size, window_size, rel_pos_h) : at::Tensor();
-  const at::Tensor rw = rel_pos_w.defined() ? get_rel_pos(window_size, window_size, rel_pos_w) : at::Tensor();
-  const at::Tensor out = kernels::quantized_window_attention(fused, padding, b, h, w, window_size, num_heads,
-                                                             *quant.integer, rh, rw);
-  return proj->forward(out).view({b, h, w, c});
+  at::Tensor out;
+  if (window_size > 0) {
+    // window_partition pads the normalised tokens with zeros: their q, k and v, once.
+    const bool padded = h % window_size != 0 || w % window_size != 0;
+    const at::Tensor padding = padded ? qkv->forward(at::zeros({1, c}, x.options())) : at::Tensor();
+    const at::Tensor rh = rel_pos_h.defined() ? get_rel_pos(window_size, window_size, rel_pos_h) : at::Tensor();
+    const at::Tensor rw = rel_pos_w.defined() ? get_rel_pos(window_size, window_size, rel_pos_w) : at::Tensor();
+    out = kernels::quantized_window_attention(fused, padding, b, h, w, window_size, num_heads, *quant.integer, rh, rw);
+  } else {
+    const at::Tensor tokens = fused.view({b, h * w, 3, c});
+    const at::Tensor rh = rel_pos_h.defined() ? get_rel_pos(h, h, rel_pos_h) : at::Tensor();
+    const at::Tensor rw = rel_pos_w.defined() ? get_rel_pos(w, w, rel_pos_w) : at::Tensor();
+    out = kernels::quantized_attention(tokens.select(2, 0), tokens.select(2, 1), tokens.select(2, 2), num_heads,
+                                       *quant.integer, rh, rw)
+              .view({b * h * w, c});
+  }
+  if (!proj->quant.integer) return residual + proj->forward(out).view({b, h, w, c});
+  const kernels::IntegerLinear& layer = *proj->quant.integer;
+  return kernels::quantized_linear(kernels::quantize_activations(out, layer.input), layer.weight,
+                                   Activation::kNone, residual)
+      .view({b, h, w, c});
 }
 
 at::Tensor window_partition(const at::Tensor& x, int64_t ws, std::pair<int64_t, int64_t>& padded_hw) {
@@ -108,18 +120,17 @@ EncoderBlock::EncoderBlock(const ImageEncoderConfig& config, int64_t window_size
 }
 
 at::Tensor EncoderBlock::forward(const at::Tensor& x) const {
-  at::Tensor y = norm1->forward(x);
-  if (window_size > 0 && attn->windows_on_codes()) {
-    y = attn->forward_windows(y, window_size);
+  at::Tensor z;
+  if (attn->on_codes()) {
+    z = attn->forward_on_codes(norm1->forward(x), window_size, x);
   } else if (window_size > 0) {
     std::pair<int64_t, int64_t> padded_hw;
-    y = window_partition(y, window_size, padded_hw);
+    at::Tensor y = window_partition(norm1->forward(x), window_size, padded_hw);
     y = attn->forward(y);
-    y = window_unpartition(y, window_size, padded_hw, {x.size(1), x.size(2)});
+    z = x + window_unpartition(y, window_size, padded_hw, {x.size(1), x.size(2)});
   } else {
-    y = attn->forward(y);
+    z = x + attn->forward(norm1->forward(x));
   }
-  const at::Tensor z = x + y;
   const at::Tensor normed = norm2->forward(z);
   // Observers and taps must see the whole MLP input at once.
   if (at::GradMode::is_enabled() || mlp->tap || mlp->lin1->quant.needs_whole_tensor() ||

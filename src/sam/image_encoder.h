@@ -28,13 +28,14 @@ class EncoderAttention : public torch::nn::Module {
  public:
   EncoderAttention(int64_t dim, int64_t num_heads, bool use_rel_pos, int64_t input_size);
   at::Tensor forward(const at::Tensor& x) const;
-  // Whether forward_windows serves: integer attention, no autograd, no tap (which would expect
-  // the partitioned windows).
-  bool windows_on_codes() const;
-  // window_unpartition(forward(window_partition(x))) for (B, H, W, C) input, on the integer
-  // attention without the partition's copies (kernels::quantized_window_attention); the same
-  // numbers. Needs windows_on_codes().
-  at::Tensor forward_windows(const at::Tensor& x, int64_t window_size) const;
+  // Whether forward_on_codes serves: integer attention, no autograd, no tap (which would expect
+  // the partitioned windows and the attention apart from the residual).
+  bool on_codes() const;
+  // residual + the attention of (B, H, W, C) input x: global (window_size 0), or windowed as
+  // window_unpartition(forward(window_partition(x))) without the partition's copies
+  // (kernels::quantized_window_attention). The residual is added in proj's output pass. The
+  // numbers of forward, bit for bit. Needs on_codes().
+  at::Tensor forward_on_codes(const at::Tensor& x, int64_t window_size, const at::Tensor& residual) const;
   int64_t num_heads;
   std::shared_ptr<Linear> qkv, proj;
   at::Tensor rel_pos_h, rel_pos_w;
