@@ -110,6 +110,21 @@ TEST(QuantizedAttention, GlobalHeadsInChunks) {
 }
 TEST(QuantizedAttention, WithoutRelativePositions) { expect_simulated({2, 300, 2, 32, 0, 0, false}); }
 
+// The bytes qkv_code_blocks asks of a fused projection (rows, 3C), made here from its float32
+// values by the activation quantizer of each block.
+at::Tensor qkv_codes(const at::Tensor& qkv, const kernels::IntegerAttention& quant) {
+  const std::vector<kernels::CodeBlock> blocks = kernels::qkv_code_blocks(quant);
+  const int64_t c = qkv.size(-1) / 3;
+  std::vector<at::Tensor> parts;
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const kernels::ActivationCodes a =
+        kernels::quantize_activations(qkv.reshape({-1, 3 * c}).narrow(1, int64_t(b) * c, c), blocks[b].quant);
+    parts.push_back(at::bitwise_and(a.codes.to(at::kInt) + (blocks[b].shift - a.shift), 0xff).to(at::kByte));
+  }
+  std::vector<int64_t> shape(qkv.sizes().begin(), qkv.sizes().end());
+  return at::cat(parts, 1).view(shape);
+}
+
 // The windowed entry point against window_partition -> quantized_attention -> window_unpartition,
 // bit for bit: a 9 x 11 grid in windows of 4 (padding on both sides), and one that 4 divides.
 void expect_windows_match(int64_t height, int64_t width, bool log_probs) {
@@ -146,6 +161,19 @@ void expect_windows_match(int64_t height, int64_t width, bool log_probs) {
                                                              rel_pos_h, rel_pos_w);
   EXPECT_TRUE(at::equal(got.view({batch, height, width, c}), expected))
       << "max |diff| " << (got.view({batch, height, width, c}) - expected).abs().max().item<double>();
+  // The projection's codes in place of its values (the integer runtime's qkv hands them over):
+  // the same numbers, windowed and global.
+  EXPECT_TRUE(at::equal(kernels::quantized_window_attention(qkv_codes(qkv, quant), qkv_codes(padding, quant), batch,
+                                                            height, width, window, heads, quant, rel_pos_h, rel_pos_w),
+                        got));
+  const at::Tensor window_codes = qkv_codes(windows, quant);
+  EXPECT_TRUE(at::equal(kernels::quantized_attention(window_codes.narrow(2, 0, c), window_codes.narrow(2, c, c),
+                                                     window_codes.narrow(2, 2 * c, c), heads, quant, rel_pos_h,
+                                                     rel_pos_w),
+                        per_window));
+  EXPECT_THROW(kernels::quantized_attention(window_codes.narrow(2, 0, c), windows.narrow(2, c, c),
+                                            windows.narrow(2, 2 * c, c), heads, quant, rel_pos_h, rel_pos_w),
+               Error);
 }
 
 TEST(QuantizedAttention, WindowsWithoutPartitionCopies) {

@@ -123,6 +123,20 @@ TEST(QuantizedLinear, HandsItsOutputOnAsCodes) {
       EXPECT_GT(got.codes.max().item<int>() - got.codes.min().item<int>(), 4);
     }
   }
+  // Blocks of columns, each under its own quantizer and shift (the attention's q | k | v).
+  const std::vector<kernels::CodeBlock> blocks{{kernels::ActivationQuantization{0.01f, 20, 0, 255}, 0},
+                                               {kernels::ActivationQuantization{0.02f, 0, -128, 127}, 0},
+                                               {kernels::ActivationQuantization{0.015f, 128, 0, 255}, -128}};
+  const at::Tensor bytes = kernels::quantized_linear_block_codes(input, qw, kernels::Activation::kNone, blocks);
+  const at::Tensor output = kernels::quantized_linear(input, qw);
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const kernels::ActivationCodes block = kernels::quantize_activations(output.narrow(1, int64_t(b) * 100, 100), blocks[b].quant);
+    const at::Tensor expected = at::bitwise_and(block.codes.to(at::kInt) + (blocks[b].shift - block.shift), 0xff);
+    EXPECT_TRUE(at::equal(bytes.narrow(1, int64_t(b) * 100, 100).to(at::kInt), expected)) << "block " << b;
+  }
+  EXPECT_THROW(kernels::quantized_linear_block_codes(input, qw, kernels::Activation::kNone,
+                                                     std::vector<kernels::CodeBlock>(7, blocks[0])),
+               std::exception);
   const at::Tensor residual = at::randn({m, n});
   const at::Tensor plain = kernels::quantized_linear(input, qw);
   at::Tensor into = at::empty({2 * m, n});

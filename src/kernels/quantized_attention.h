@@ -36,9 +36,16 @@ struct IntegerAttention {
   std::shared_ptr<const LogProbabilities> log_probs;
 };
 
+// How the fused q | k | v projection (3C columns) becomes the codes the kernels below take in
+// place of float32 values (quantized_linear_block_codes): q's codes moved into u8, k's and v's
+// as the s8 codes of the products' weights side. The same codes the kernels would compute from
+// the projection's float32 output, so either input gives the same numbers.
+std::vector<CodeBlock> qkv_code_blocks(const IntegerAttention& quant);
+
 // multi_head_attention(Q(q), Q(k), Q(v), num_heads, ScoreScaling::kScaleQueries, rel_h, rel_w)
 // with the probabilities quantized, for (B, N, C) queries and (B, M, C) keys and values of any
-// strides (unit stride along C): the float attention's numbers up to float32 rounding (exact
+// strides (unit stride along C), float32, or all three uint8 codes (qkv_code_blocks' bytes of
+// one fused projection): the float attention's numbers up to float32 rounding (exact
 // integer sums, the exponential to within 2 ulp), so a probability's code at a rounding
 // boundary may differ by one. The same numbers on every CPU with AVX-512: without VNNI the
 // integer products run as exact float32 ones.
@@ -56,7 +63,8 @@ at::Tensor quantized_attention(const at::Tensor& q, const at::Tensor& k, const a
 // without the partition's copies, for the integer runtime. `qkv` (B*H*W, 3C) holds the fused
 // q | k | v projection of each token of a B x H x W grid, row-major; `padding` (3C) that of a
 // zero token, which window_partition's zero padding puts at every position of a window past
-// the grid (needed only when ws does not divide H or W). Keys and values are each window's
+// the grid (needed only when ws does not divide H or W); both float32, or both uint8 codes
+// (qkv_code_blocks). Keys and values are each window's
 // ws x ws positions in window_partition's order; only tokens inside the grid are queries, as
 // only theirs survive window_unpartition. rel_pos_h and rel_pos_w are get_rel_pos's (ws, ws,
 // C / num_heads) tables, or undefined. Returns (B*H*W, C): each token's output, as

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/exp_avx512.h"
@@ -54,19 +56,22 @@ T* scratch(Slot slot, int64_t count) {
   return reinterpret_cast<T*>(buffer.data_ptr<uint8_t>());
 }
 
-// Rows of a float matrix (unit column stride): row r at base + r * stride, or, given an index,
-// at base + index[r] * stride, and at `pad` where index[r] < 0 (a window's positions past the
-// grid).
-struct Rows {
-  const float* base = nullptr;
+// Rows of a matrix (unit column stride) of floats or codes: row r at base + r * stride, or,
+// given an index, at base + index[r] * stride, and at `pad` where index[r] < 0 (a window's
+// positions past the grid).
+template <typename T>
+struct RowsOf {
+  const T* base = nullptr;
   int64_t stride = 0;
   const int64_t* index = nullptr;
-  const float* pad = nullptr;
-  const float* operator()(int64_t r) const {
+  const T* pad = nullptr;
+  const T* operator()(int64_t r) const {
     if (!index) return base + r * stride;
     return index[r] < 0 ? pad : base + index[r] * stride;
   }
 };
+using Rows = RowsOf<float>;
+using CodeRows = RowsOf<uint8_t>;
 
 // Output rows, likewise (no padding).
 struct OutRows {
@@ -84,6 +89,22 @@ void quantize_rows(const Rows& rows, int64_t count, int64_t d, const ActivationQ
   for (int64_t r = 0; r < count; ++r) {
     const int32_t sum = int_matmul::quantize_row(rows(r), codes + r * d, d, q, shift);
     if (sums) sums[r] = sum;
+  }
+}
+
+// The same from codes already made (qkv_code_blocks): copied together, with their sums as u8,
+// or as s8 on the weights side.
+void gather_rows(const CodeRows& rows, int64_t count, int64_t d, bool weights_side, uint8_t* codes, int32_t* sums) {
+  for (int64_t r = 0; r < count; ++r) {
+    const uint8_t* row = rows(r);
+    std::copy(row, row + d, codes + r * d);
+    if (!sums) continue;
+    int32_t sum = 0;
+    if (weights_side)
+      for (int64_t c = 0; c < d; ++c) sum += int8_t(row[c]);
+    else
+      for (int64_t c = 0; c < d; ++c) sum += row[c];
+    sums[r] = sum;
   }
 }
 
@@ -482,9 +503,12 @@ void relative_terms(const float* q_values, int64_t d, const RelativeTables& t, i
 }
 
 // The operands of one head: n query rows (a q_h x q_w grid where there are relative
-// positions), m key and value rows, and where each query's output row goes.
+// positions), m key and value rows, as floats or as codes, and where each query's output row
+// goes.
 struct HeadOperands {
   Rows q, k, v;
+  CodeRows q_codes, k_codes, v_codes;
+  bool on_codes = false;
   OutRows out;
   int64_t n, m, q_h, q_w;
 };
@@ -508,9 +532,15 @@ void one_head(const HeadOperands& op, int64_t d, int64_t dv, const IntegerAttent
   col_k.resize(size_t(m));
   col_v.assign(size_t(dv), 0);
   code_row.resize(size_t(m));
-  quantize_rows(op.q, n, d, quant.q, false, q_codes, q_sums.data());
-  quantize_rows(op.k, m, d, quant.k, true, k_codes, k_sums.data());
-  quantize_rows(op.v, m, dv, quant.v, true, v_codes, nullptr);
+  if (op.on_codes) {
+    gather_rows(op.q_codes, n, d, false, q_codes, q_sums.data());
+    gather_rows(op.k_codes, m, d, true, k_codes, k_sums.data());
+    gather_rows(op.v_codes, m, dv, true, v_codes, nullptr);
+  } else {
+    quantize_rows(op.q, n, d, quant.q, false, q_codes, q_sums.data());
+    quantize_rows(op.k, m, d, quant.k, true, k_codes, k_sums.data());
+    quantize_rows(op.v, m, dv, quant.v, true, v_codes, nullptr);
+  }
   const int32_t zq = quant.q.zero_point + int_matmul::u8_shift(quant.q);
   const int32_t zk = quant.k.zero_point + int_matmul::u8_shift(quant.k) - 128;
   const int32_t zv = quant.v.zero_point + int_matmul::u8_shift(quant.v) - 128;
@@ -614,20 +644,42 @@ void check_keys(int64_t m) {
 
 }  // namespace
 
+std::vector<CodeBlock> qkv_code_blocks(const IntegerAttention& quant) {
+  return {CodeBlock{quant.q, int_matmul::u8_shift(quant.q)}, CodeBlock{quant.k, int_matmul::u8_shift(quant.k) - 128},
+          CodeBlock{quant.v, int_matmul::u8_shift(quant.v) - 128}};
+}
+
+namespace {
+
+// Whether the operands are codes (all uint8) or values (float32 after .to); throws when mixed.
+bool operands_on_codes(std::initializer_list<const at::Tensor*> operands) {
+  size_t codes = 0;
+  for (const at::Tensor* t : operands) codes += t->defined() && t->scalar_type() == at::kByte;
+  size_t defined = 0;
+  for (const at::Tensor* t : operands) defined += t->defined();
+  if (codes != 0 && codes != defined) throw Error("quantized attention", "operands mix codes and values");
+  return codes != 0;
+}
+
+}  // namespace
+
 at::Tensor quantized_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                                int64_t num_heads, const IntegerAttention& quant, const at::Tensor& rel_pos_h,
                                const at::Tensor& rel_pos_w) {
   RECORD_FUNCTION("ptq4sam::quantized_attention", std::vector<c10::IValue>());
-  const auto unit_columns = [](const at::Tensor& t) { return t.stride(2) == 1 ? t : t.contiguous(); };
-  const at::Tensor q = unit_columns(q_in.to(at::kFloat)), k = unit_columns(k_in.to(at::kFloat)),
-                   v = unit_columns(v_in.to(at::kFloat));
+  const bool on_codes = operands_on_codes({&q_in, &k_in, &v_in});
+  const auto unit_columns = [&](const at::Tensor& t) {
+    const at::Tensor typed = on_codes ? t : t.to(at::kFloat);
+    return typed.stride(2) == 1 ? typed : typed.contiguous();
+  };
+  const at::Tensor q = unit_columns(q_in), k = unit_columns(k_in), v = unit_columns(v_in);
   const int64_t batch = q.size(0), n = q.size(1), m = k.size(1);
   const int64_t d = q.size(2) / num_heads, dv = v.size(2) / num_heads;
   check_keys(m);
   const RelativeTables rel = relative_tables(rel_pos_h, rel_pos_w, d);
   if (rel.defined() && (rel.q_h * rel.q_w != n || rel.k_h * rel.k_w != m))
     throw Error("quantized attention", "relative positions do not cover the queries and keys");
-  at::Tensor out = at::empty({batch, n, v.size(2)}, q.options());
+  at::Tensor out = at::empty({batch, n, v.size(2)}, at::kFloat);
   const LogPlanes planes = quant.log_probs ? log_planes(*quant.log_probs) : LogPlanes{};
   const int64_t jobs = batch * num_heads;
   // One head per thread, each product inside single-threaded: a head's codes and chunk stay in
@@ -636,9 +688,16 @@ at::Tensor quantized_attention(const at::Tensor& q_in, const at::Tensor& k_in, c
     for (int64_t job = begin; job < end; ++job) {
       const int64_t b = job / num_heads, h = job % num_heads;
       HeadOperands op;
-      op.q = {q.data_ptr<float>() + b * q.stride(0) + h * d, q.stride(1)};
-      op.k = {k.data_ptr<float>() + b * k.stride(0) + h * d, k.stride(1)};
-      op.v = {v.data_ptr<float>() + b * v.stride(0) + h * dv, v.stride(1)};
+      if (on_codes) {
+        op.on_codes = true;
+        op.q_codes = {q.data_ptr<uint8_t>() + b * q.stride(0) + h * d, q.stride(1)};
+        op.k_codes = {k.data_ptr<uint8_t>() + b * k.stride(0) + h * d, k.stride(1)};
+        op.v_codes = {v.data_ptr<uint8_t>() + b * v.stride(0) + h * dv, v.stride(1)};
+      } else {
+        op.q = {q.data_ptr<float>() + b * q.stride(0) + h * d, q.stride(1)};
+        op.k = {k.data_ptr<float>() + b * k.stride(0) + h * d, k.stride(1)};
+        op.v = {v.data_ptr<float>() + b * v.stride(0) + h * dv, v.stride(1)};
+      }
       op.out = {out.data_ptr<float>() + b * out.stride(0) + h * dv, out.stride(1)};
       op.n = n, op.m = m, op.q_h = rel.q_h, op.q_w = rel.q_w;
       one_head(op, d, dv, quant, planes, rel);
@@ -664,8 +723,10 @@ at::Tensor quantized_window_attention(const at::Tensor& qkv_in, const at::Tensor
   const RelativeTables rel = relative_tables(rel_pos_h, rel_pos_w, d);
   if (rel.defined() && (rel.q_h != window || rel.k_h != window || rel.q_w != window || rel.k_w != window))
     throw Error("quantized attention", "relative positions do not cover the windows");
-  const at::Tensor qkv = qkv_in.to(at::kFloat).contiguous();
-  const at::Tensor padding = padded ? padding_in.to(at::kFloat).contiguous().view({-1}) : at::Tensor();
+  const bool on_codes = operands_on_codes({&qkv_in, padded ? &padding_in : &qkv_in});
+  const auto typed = [&](const at::Tensor& t) { return (on_codes ? t : t.to(at::kFloat)).contiguous(); };
+  const at::Tensor qkv = typed(qkv_in);
+  const at::Tensor padding = padded ? typed(padding_in).view({-1}) : at::Tensor();
   const LogPlanes planes = quant.log_probs ? log_planes(*quant.log_probs) : LogPlanes{};
 
   // Per window, window_partition's order: its ws x ws positions (token, or -1 past the grid)
@@ -690,9 +751,7 @@ at::Tensor quantized_window_attention(const at::Tensor& qkv_in, const at::Tensor
           }
       }
 
-  at::Tensor out = at::empty({tokens, c}, qkv.options());
-  const float* base = qkv.data_ptr<float>();
-  const float* pad = padded ? padding.data_ptr<float>() : nullptr;
+  at::Tensor out = at::empty({tokens, c}, at::kFloat);
   const int64_t stride = 3 * c;
   const int64_t jobs = int64_t(grid.size()) * num_heads;
   at::parallel_for(0, jobs, 1, [&](int64_t begin, int64_t end) {
@@ -700,9 +759,24 @@ at::Tensor quantized_window_attention(const at::Tensor& qkv_in, const at::Tensor
       const Window& win = grid[size_t(job / num_heads)];
       const int64_t h = job % num_heads;
       HeadOperands op;
-      op.q = {base + h * d, stride, win.queries.data(), nullptr};
-      op.k = {base + c + h * d, stride, win.keys.data(), pad ? pad + c + h * d : nullptr};
-      op.v = {base + 2 * c + h * d, stride, win.keys.data(), pad ? pad + 2 * c + h * d : nullptr};
+      const auto rows_from = [&](auto* base, auto* pad, int64_t column, const std::vector<int64_t>& index) {
+        using Row = std::remove_const_t<std::remove_pointer_t<decltype(base)>>;
+        return RowsOf<Row>{base + column, stride, index.data(), pad ? pad + column : nullptr};
+      };
+      if (on_codes) {
+        op.on_codes = true;
+        const uint8_t* base = qkv.data_ptr<uint8_t>();
+        const uint8_t* pad = padded ? padding.data_ptr<uint8_t>() : nullptr;
+        op.q_codes = rows_from(base, static_cast<const uint8_t*>(nullptr), h * d, win.queries);
+        op.k_codes = rows_from(base, pad, c + h * d, win.keys);
+        op.v_codes = rows_from(base, pad, 2 * c + h * d, win.keys);
+      } else {
+        const float* base = qkv.data_ptr<float>();
+        const float* pad = padded ? padding.data_ptr<float>() : nullptr;
+        op.q = rows_from(base, static_cast<const float*>(nullptr), h * d, win.queries);
+        op.k = rows_from(base, pad, c + h * d, win.keys);
+        op.v = rows_from(base, pad, 2 * c + h * d, win.keys);
+      }
       op.out = {out.data_ptr<float>() + h * d, c, win.queries.data()};
       op.n = int64_t(win.queries.size()), op.m = window * window, op.q_h = win.q_h, op.q_w = win.q_w;
       one_head(op, d, d, quant, planes, rel);

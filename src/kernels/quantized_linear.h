@@ -79,6 +79,19 @@ at::Tensor quantized_linear(const ActivationCodes& a, const QuantizedWeight& wei
 ActivationCodes quantized_linear_codes(const ActivationCodes& a, const QuantizedWeight& weight, Activation activation,
                                        const ActivationQuantization& next);
 
+// A block of output columns and how they become bytes: code under `quant`, plus `shift`.
+struct CodeBlock {
+  ActivationQuantization quant;
+  int32_t shift = 0;
+};
+
+// act(linear) of the codes as bytes, (rows, N) uint8: the N columns cut into blocks.size() equal
+// blocks, block b quantized by blocks[b] (the fused q | k | v projection into the attention's
+// three quantizers). Each byte is the fake quantizer's code of quantized_linear's output, plus
+// the block's shift, bit for bit. Throws Error when N does not split or a grid does not fit.
+at::Tensor quantized_linear_block_codes(const ActivationCodes& a, const QuantizedWeight& weight, Activation activation,
+                                        const std::vector<CodeBlock>& blocks);
+
 // act(linear) over the last dim of x (..., K) float32.
 at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& input, const QuantizedWeight& weight,
                             Activation activation = Activation::kNone);

@@ -187,6 +187,11 @@ __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contrac
   for (int64_t j = 0; j < n; ++j) y[j] = float(acc[j] - zw[j] * a_sum + column_term[j]) * scale[j] + bias[j];
 }
 
+void check_grid(const ActivationQuantization& q) {
+  if (q.quant_min < -128 || q.quant_max > 255 || q.quant_max - q.quant_min > 255)
+    throw Error("quantized linear", "activation grid does not fit 8 bits");
+}
+
 // Buffers reused across calls: fresh 50 MB tensors per layer would cost page faults.
 enum Workspace { kAccumulators, kWorkspaces };
 
@@ -290,8 +295,7 @@ bool integer_matmul_exact() {
 }
 
 ActivationCodes quantize_activations(const at::Tensor& x, const ActivationQuantization& input) {
-  if (input.quant_min < -128 || input.quant_max > 255 || input.quant_max - input.quant_min > 255)
-    throw Error("quantized linear", "activation grid does not fit 8 bits");
+  check_grid(input);
   const int64_t k = x.size(-1);
   const at::Tensor x2 = x.reshape({-1, k}).to(at::kFloat).contiguous();
   const int64_t m = x2.size(0);
@@ -389,20 +393,20 @@ at::Tensor quantized_linear(const ActivationCodes& a, const QuantizedWeight& wei
   return out;
 }
 
-ActivationCodes quantized_linear_codes(const ActivationCodes& a, const QuantizedWeight& weight, Activation activation,
-                                       const ActivationQuantization& next) {
-  if (next.quant_min < -128 || next.quant_max > 255 || next.quant_max - next.quant_min > 255)
-    throw Error("quantized linear", "activation grid does not fit 8 bits");
+namespace {
+
+// The output pass into bytes: (rows, N) codes, block by block, and each row's sum where
+// `row_sums` is given.
+void output_codes(const ActivationCodes& a, const QuantizedWeight& weight, Activation activation,
+                  const std::vector<CodeBlock>& blocks, uint8_t* codes, int32_t* row_sums) {
   const int64_t m = a.rows(), n = weight.out_features();
+  const int64_t width = blocks.empty() ? 0 : n / int64_t(blocks.size());
+  if (blocks.empty() || width * int64_t(blocks.size()) != n)
+    throw Error("quantized linear", "output columns do not split into " + std::to_string(blocks.size()) + " blocks");
+  for (const CodeBlock& block : blocks) check_grid(block.quant);
   const int32_t* acc = integer_product(a, weight);
-  ActivationCodes b;
-  b.quant = next;
-  b.shift = int_matmul::u8_shift(next);
-  b.codes = at::empty({m, n}, at::kByte);
-  b.row_sums.resize(size_t(m));
   const OutputTerms t = output_terms(a, weight);
   const int32_t* zw = weight.zero_point.data_ptr<int32_t>();
-  uint8_t* codes = b.codes.data_ptr<uint8_t>();
   RECORD_FUNCTION("ptq4sam::quantized_linear.output_codes", std::vector<c10::IValue>());
   at::parallel_for(0, m, 16, [&](int64_t begin, int64_t end) {
     // One row at a time through a buffer that stays in cache: the float32 rows never reach memory.
@@ -413,10 +417,35 @@ ActivationCodes quantized_linear_codes(const ActivationCodes& a, const Quantized
       if (activation == Activation::kGelu) gelu_inplace(row.data(), n);
       if (activation == Activation::kRelu)
         for (float& value : row) value = std::max(value, 0.0f);
-      b.row_sums[size_t(r)] = int_matmul::quantize_row(row.data(), codes + r * n, n, next, b.shift);
+      int32_t sum = 0;
+      for (size_t b = 0; b < blocks.size(); ++b) {
+        const int64_t j = int64_t(b) * width;
+        sum += int_matmul::quantize_row(row.data() + j, codes + r * n + j, width, blocks[b].quant, blocks[b].shift);
+      }
+      if (row_sums) row_sums[r] = sum;
     }
   });
+}
+
+}  // namespace
+
+ActivationCodes quantized_linear_codes(const ActivationCodes& a, const QuantizedWeight& weight, Activation activation,
+                                       const ActivationQuantization& next) {
+  check_grid(next);
+  ActivationCodes b;
+  b.quant = next;
+  b.shift = int_matmul::u8_shift(next);
+  b.codes = at::empty({a.rows(), weight.out_features()}, at::kByte);
+  b.row_sums.resize(size_t(a.rows()));
+  output_codes(a, weight, activation, {CodeBlock{next, b.shift}}, b.codes.data_ptr<uint8_t>(), b.row_sums.data());
   return b;
+}
+
+at::Tensor quantized_linear_block_codes(const ActivationCodes& a, const QuantizedWeight& weight, Activation activation,
+                                        const std::vector<CodeBlock>& blocks) {
+  at::Tensor codes = at::empty({a.rows(), weight.out_features()}, at::kByte);
+  output_codes(a, weight, activation, blocks, codes.data_ptr<uint8_t>(), nullptr);
+  return codes;
 }
 
 at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& input, const QuantizedWeight& weight,

@@ -67,12 +67,20 @@ bool EncoderAttention::on_codes() const { return quant.integer && !at::GradMode:
 at::Tensor EncoderAttention::forward_on_codes(const at::Tensor& x, int64_t window_size,
                                               const at::Tensor& residual) const {
   const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
-  const at::Tensor fused = qkv->forward(x.reshape({b * h * w, c}));
+  // An integer qkv projection hands the attention its codes; else the kernel quantizes the
+  // float32 projection itself (the same codes).
+  const auto project = [&](const at::Tensor& tokens) {
+    if (!qkv->quant.integer) return qkv->forward(tokens);
+    const kernels::IntegerLinear& layer = *qkv->quant.integer;
+    return kernels::quantized_linear_block_codes(kernels::quantize_activations(tokens, layer.input), layer.weight,
+                                                 Activation::kNone, kernels::qkv_code_blocks(*quant.integer));
+  };
+  const at::Tensor fused = project(x.reshape({b * h * w, c}));
   at::Tensor out;
   if (window_size > 0) {
     // window_partition pads the normalised tokens with zeros: their q, k and v, once.
     const bool padded = h % window_size != 0 || w % window_size != 0;
-    const at::Tensor padding = padded ? qkv->forward(at::zeros({1, c}, x.options())) : at::Tensor();
+    const at::Tensor padding = padded ? project(at::zeros({1, c}, x.options())) : at::Tensor();
     const at::Tensor rh = rel_pos_h.defined() ? get_rel_pos(window_size, window_size, rel_pos_h) : at::Tensor();
     const at::Tensor rw = rel_pos_w.defined() ? get_rel_pos(window_size, window_size, rel_pos_w) : at::Tensor();
     out = kernels::quantized_window_attention(fused, padding, b, h, w, window_size, num_heads, *quant.integer, rh, rw);
