@@ -1,5 +1,7 @@
 #include "sam/common.h"
 
+#include <ATen/Parallel.h>
+
 namespace ptq4sam::sam {
 namespace {
 
@@ -90,9 +92,9 @@ at::Tensor Conv2d::forward(const at::Tensor& x) const {
 }
 
 at::Tensor Conv2d::forward_on_codes(const at::Tensor& channels_last) const {
-  // The input's codes, padded with the code of 0 (window_partition's and conv2d's zeros quantize
-  // to it), are unfolded as bytes: a quarter of the float32 patches' memory, quantized once per
-  // pixel instead of once per patch that holds it.
+  // The input's codes, padded with the code of 0 (what conv2d's zero padding quantizes to), are
+  // unfolded as bytes: a quarter of the float32 patches' memory, quantized once per pixel
+  // instead of once per patch that holds it.
   const kernels::IntegerLinear& layer = *quant.integer;
   const int64_t batch = channels_last.size(0), h = channels_last.size(1), w = channels_last.size(2),
                 c = channels_last.size(3), k = weight.size(-1);
@@ -106,8 +108,17 @@ at::Tensor Conv2d::forward_on_codes(const at::Tensor& channels_last) const {
   const int64_t out_h = windows.size(1), out_w = windows.size(2);
   kernels::ActivationCodes patches;
   patches.codes = windows.reshape({batch * out_h * out_w, -1}).contiguous();
-  const at::Tensor sums = patches.codes.sum(1, false, at::kInt).contiguous();
-  patches.row_sums.assign(sums.data_ptr<int32_t>(), sums.data_ptr<int32_t>() + sums.numel());
+  // Each patch's sum, by hand: at::sum with an int32 result first copies every byte into int32.
+  const int64_t rows = patches.codes.size(0), width = patches.codes.size(1);
+  const uint8_t* bytes = patches.codes.data_ptr<uint8_t>();
+  patches.row_sums.resize(size_t(rows));
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      int32_t sum = 0;
+      for (int64_t j = 0; j < width; ++j) sum += bytes[r * width + j];
+      patches.row_sums[size_t(r)] = sum;
+    }
+  });
   patches.quant = layer.input;
   patches.shift = pixels.shift;
   const at::Tensor y = kernels::quantized_linear(patches, layer.weight);
