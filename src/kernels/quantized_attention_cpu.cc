@@ -321,6 +321,22 @@ void log_planes_generic(const int32_t* codes, int64_t n, const LogPlanes& planes
 // the grids planes serve (levels <= 126 tau).
 // tau = 2^kTauBits and per_class = 2^kClassBits fixed: only tau threshold compares, shifts by
 // immediates, and the planes' sums in registers.
+// The log codes of 16 unnormalised exponentials, clamped to [0, levels] (lanes outside `lanes`
+// read 0 and come out as `levels`).
+template <int kTauBits>
+__attribute__((target("avx512f"), always_inline)) inline __m512i log_codes16(const float* e, __mmask16 lanes,
+                                                                            __m512 factor, __m512 tiny,
+                                                                            const __m512i* thresholds,
+                                                                            __m512i levels) {
+  const __m512i bits = _mm512_castps_si512(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e), factor), tiny));
+  const __m512i mantissa = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffff));
+  const __m512i exponent = _mm512_and_si512(_mm512_srli_epi32(bits, 23), _mm512_set1_epi32(0xff));
+  __m512i code = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_set1_epi32(127), exponent), kTauBits);
+  for (int t = 0; t < (1 << kTauBits); ++t)
+    code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, thresholds[t]), code, _mm512_set1_epi32(1));
+  return _mm512_min_epi32(_mm512_max_epi32(code, _mm512_setzero_si512()), levels);
+}
+
 template <int kTauBits, int kClassBits>
 __attribute__((target("avx512f"))) void log_planes_avx512(const float* e, int64_t n, float inv_sum,
                                                           const LogPlanes& planes, uint8_t* out, int64_t plane_stride,
@@ -329,22 +345,14 @@ __attribute__((target("avx512f"))) void log_planes_avx512(const float* e, int64_
   const __m512 factor = _mm512_set1_ps(inv_sum / planes.scale), tiny = _mm512_set1_ps(1e-20f / planes.scale);
   __m512i thresholds[kTau];
   for (int t = 0; t < kTau; ++t) thresholds[t] = _mm512_set1_epi32(int32_t(planes.thresholds[t]));
-  const __m512i exponent_mask = _mm512_set1_epi32(0xff), mantissa_mask = _mm512_set1_epi32(0x7fffff);
-  const __m512i bias = _mm512_set1_epi32(127), zero = _mm512_setzero_si512();
-  const __m512i residue_mask = _mm512_set1_epi32(kTau - 1);
+  const __m512i zero = _mm512_setzero_si512(), residue_mask = _mm512_set1_epi32(kTau - 1);
   const __m512i top = _mm512_set1_epi32(planes.top), levels = _mm512_set1_epi32(planes.levels);
   const __m512i seven = _mm512_set1_epi32(7), one = _mm512_set1_epi32(1);
   __m512i totals[kPlanes];
   for (auto& t : totals) t = zero;
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    const __m512i bits = _mm512_castps_si512(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e + i), factor), tiny));
-    const __m512i mantissa = _mm512_and_si512(bits, mantissa_mask);
-    __m512i code = _mm512_slli_epi32(_mm512_sub_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(bits, 23), exponent_mask)),
-                                     kTauBits);
-    for (int t = 0; t < kTau; ++t)
-      code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, thresholds[t]), code, one);
-    const __m512i c = _mm512_min_epi32(_mm512_max_epi32(code, zero), levels);
+    const __m512i c = log_codes16<kTauBits>(e + i, lanes, factor, tiny, thresholds, levels);
     const __mmask16 valid = _mm512_mask_cmplt_epi32_mask(lanes, c, levels);  // code `levels` stands for 0
     const __m512i bit = _mm512_sub_epi32(top, _mm512_srai_epi32(c, kTauBits));
     __m512i plane_of = _mm512_slli_epi32(_mm512_and_si512(c, residue_mask), kClassBits);
@@ -361,10 +369,65 @@ __attribute__((target("avx512f"))) void log_planes_avx512(const float* e, int64_
   for (int plane = 0; plane < kPlanes; ++plane) sums[plane] = _mm512_reduce_add_epi32(totals[plane]);
 }
 
+// The same for grids of at most 16 levels (every 4-bit grid): 64 codes at a time packed into
+// bytes, each plane's bytes looked up in a 16-entry table (a byte shuffle), its sum by
+// sum-of-absolute-differences. About half the work of the pass above at four planes.
+template <int kTauBits, int kPlanes>
+__attribute__((target("avx512f,avx512bw"))) void log_planes_packed_avx512(const float* e, int64_t n, float inv_sum,
+                                                                        const LogPlanes& planes, uint8_t* out,
+                                                                        int64_t plane_stride, int32_t* sums) {
+  constexpr int kTau = 1 << kTauBits;
+  alignas(16) uint8_t table[kPlanes][16] = {};
+  for (int32_t c = 0; c < planes.levels; ++c) {
+    const int32_t bit = planes.top - (c >> kTauBits);
+    table[(c & (kTau - 1)) * planes.per_class + (bit >> 3)][c] = uint8_t(1 << (bit & 7));
+  }
+  __m512i lookup[kPlanes], totals[kPlanes];
+  for (int p = 0; p < kPlanes; ++p) {
+    lookup[p] = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(table[p])));
+    totals[p] = _mm512_setzero_si512();
+  }
+  const __m512 factor = _mm512_set1_ps(inv_sum / planes.scale), tiny = _mm512_set1_ps(1e-20f / planes.scale);
+  __m512i thresholds[kTau];
+  for (int t = 0; t < kTau; ++t) thresholds[t] = _mm512_set1_epi32(int32_t(planes.thresholds[t]));
+  const __m512i levels = _mm512_set1_epi32(planes.levels), level_bytes = _mm512_set1_epi8(char(planes.levels));
+  const auto part = [](int64_t left) {
+    return left >= 16 ? __mmask16(0xffff) : left > 0 ? __mmask16((1u << left) - 1) : __mmask16(0);
+  };
+  for (int64_t i = 0; i < n; i += 64) {
+    const int64_t left = n - i;
+    const __m128i c0 = _mm512_cvtepi32_epi8(log_codes16<kTauBits>(e + i, part(left), factor, tiny, thresholds, levels));
+    const __m128i c1 = _mm512_cvtepi32_epi8(log_codes16<kTauBits>(e + i + 16, part(left - 16), factor, tiny, thresholds, levels));
+    const __m128i c2 = _mm512_cvtepi32_epi8(log_codes16<kTauBits>(e + i + 32, part(left - 32), factor, tiny, thresholds, levels));
+    const __m128i c3 = _mm512_cvtepi32_epi8(log_codes16<kTauBits>(e + i + 48, part(left - 48), factor, tiny, thresholds, levels));
+    __m512i codes = _mm512_castsi128_si512(c0);
+    codes = _mm512_inserti32x4(codes, c1, 1);
+    codes = _mm512_inserti32x4(codes, c2, 2);
+    codes = _mm512_inserti32x4(codes, c3, 3);
+    const __mmask64 lanes = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
+    const __mmask64 valid = _mm512_mask_cmplt_epu8_mask(lanes, codes, level_bytes);  // code `levels` stands for 0
+    for (int p = 0; p < kPlanes; ++p) {
+      const __m512i bytes = _mm512_maskz_shuffle_epi8(valid, lookup[p], codes);
+      _mm512_mask_storeu_epi8(out + p * plane_stride + i, lanes, bytes);
+      totals[p] = _mm512_add_epi64(totals[p], _mm512_sad_epu8(bytes, _mm512_setzero_si512()));
+    }
+  }
+  for (int p = 0; p < kPlanes; ++p) sums[p] = int32_t(_mm512_reduce_add_epi64(totals[p]));
+}
+
 // log_planes (at most four planes): per_class = (levels / tau - 1) / 8 + 1 is a power of two,
 // levels / tau being one.
 void log_planes_avx512(const float* e, int64_t n, float inv_sum, const LogPlanes& planes, uint8_t* out,
                        int64_t plane_stride, int32_t* sums) {
+  if (planes.levels <= 16) {
+    switch (planes.tau_bits * 8 + planes.count) {
+      case 1: return log_planes_packed_avx512<0, 1>(e, n, inv_sum, planes, out, plane_stride, sums);
+      case 2: return log_planes_packed_avx512<0, 2>(e, n, inv_sum, planes, out, plane_stride, sums);
+      case 10: return log_planes_packed_avx512<1, 2>(e, n, inv_sum, planes, out, plane_stride, sums);
+      case 20: return log_planes_packed_avx512<2, 4>(e, n, inv_sum, planes, out, plane_stride, sums);
+      default: break;
+    }
+  }
   const int class_bits = __builtin_ctz(uint32_t(planes.per_class));
   switch (planes.tau_bits * 4 + class_bits) {
     case 0: return log_planes_avx512<0, 0>(e, n, inv_sum, planes, out, plane_stride, sums);
