@@ -361,6 +361,13 @@ const int32_t* integer_product(const ActivationCodes& a, const QuantizedWeight& 
   return acc;
 }
 
+// The activation of one output row, in place: the same numbers as over the whole tensor.
+void activate_row(float* row, int64_t n, Activation activation) {
+  if (activation == Activation::kGelu) gelu_inplace(row, n);
+  if (activation == Activation::kRelu)
+    for (int64_t j = 0; j < n; ++j) row[j] = std::max(row[j], 0.0f);
+}
+
 // y[j] = x[j] + y[j]: the residual added as at::add(x, layer(x)) adds it.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void add_row(const float* x, float* y, int64_t n) {
   for (int64_t j = 0; j < n; ++j) y[j] = x[j] + y[j];
@@ -384,9 +391,7 @@ at::Tensor quantized_linear(const ActivationCodes& a, const QuantizedWeight& wei
     for (int64_t r = begin; r < end; ++r) {
       float* row = y + r * n;
       dequantize_row(acc + r * n, row, n, a.row_sums[size_t(r)], zw, t.column_term.data(), t.scale.data(), t.bias.data());
-      if (activation == Activation::kGelu) gelu_inplace(row, n);
-      if (activation == Activation::kRelu)
-        for (int64_t j = 0; j < n; ++j) row[j] = std::max(row[j], 0.0f);
+      activate_row(row, n, activation);
       if (res.defined()) add_row(res.data_ptr<float>() + r * n, row, n);
     }
   });
@@ -414,9 +419,7 @@ void output_codes(const ActivationCodes& a, const QuantizedWeight& weight, Activ
     for (int64_t r = begin; r < end; ++r) {
       dequantize_row(acc + r * n, row.data(), n, a.row_sums[size_t(r)], zw, t.column_term.data(), t.scale.data(),
                      t.bias.data());
-      if (activation == Activation::kGelu) gelu_inplace(row.data(), n);
-      if (activation == Activation::kRelu)
-        for (float& value : row) value = std::max(value, 0.0f);
+      activate_row(row.data(), n, activation);
       int32_t sum = 0;
       for (size_t b = 0; b < blocks.size(); ++b) {
         const int64_t j = int64_t(b) * width;
@@ -450,8 +453,8 @@ at::Tensor quantized_linear_block_codes(const ActivationCodes& a, const Quantize
 
 at::Tensor quantized_linear(const at::Tensor& x, const ActivationQuantization& input, const QuantizedWeight& weight,
                             Activation activation) {
-  const int64_t k = weight.in_features, n = weight.out_features();
-  if (x.size(-1) != k) throw Error("quantized linear", "input has " + std::to_string(x.size(-1)) + " features, weight " + std::to_string(k));
+  // The product checks the width.
+  const int64_t n = weight.out_features();
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = n;
   return quantized_linear(quantize_activations(x, input), weight, activation).view(out_shape);
