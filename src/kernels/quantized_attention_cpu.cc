@@ -321,20 +321,37 @@ void log_planes_generic(const int32_t* codes, int64_t n, const LogPlanes& planes
 // the grids planes serve (levels <= 126 tau).
 // tau = 2^kTauBits and per_class = 2^kClassBits fixed: only tau threshold compares, shifts by
 // immediates, and the planes' sums in registers.
-// The log codes of 16 unnormalised exponentials, clamped to [0, levels] (lanes outside `lanes`
-// read 0 and come out as `levels`).
+// The log codes of 16 unnormalised exponentials, not yet clamped (lanes outside `lanes` read 0,
+// whose code clamps to `levels`). A mantissa m is at least the threshold t exactly when adding
+// 2^23 - t carries into the exponent, so (bits + 2^23 - t) >> 23 is the exponent plus that
+// compare, and tau of them sum to tau * exponent + the thresholds below m: the code is
+// tau * 127 minus that sum. `carries` holds 2^23 - t per threshold.
+template <int kTauBits>
+__attribute__((target("avx512f"), always_inline)) inline __m512i raw_log_codes16(const float* e, __mmask16 lanes,
+                                                                                __m512 factor, __m512 tiny,
+                                                                                const __m512i* carries) {
+  // Positive after the max: the sign bit is clear, and the sums stay below 2^31.
+  const __m512i bits = _mm512_castps_si512(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e), factor), tiny));
+  __m512i sum = _mm512_srli_epi32(_mm512_add_epi32(bits, carries[0]), 23);
+  for (int t = 1; t < (1 << kTauBits); ++t)
+    sum = _mm512_add_epi32(sum, _mm512_srli_epi32(_mm512_add_epi32(bits, carries[t]), 23));
+  return _mm512_sub_epi32(_mm512_set1_epi32(127 << kTauBits), sum);
+}
+
+// The same clamped to [0, levels].
 template <int kTauBits>
 __attribute__((target("avx512f"), always_inline)) inline __m512i log_codes16(const float* e, __mmask16 lanes,
                                                                             __m512 factor, __m512 tiny,
-                                                                            const __m512i* thresholds,
-                                                                            __m512i levels) {
-  const __m512i bits = _mm512_castps_si512(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e), factor), tiny));
-  const __m512i mantissa = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffff));
-  const __m512i exponent = _mm512_and_si512(_mm512_srli_epi32(bits, 23), _mm512_set1_epi32(0xff));
-  __m512i code = _mm512_slli_epi32(_mm512_sub_epi32(_mm512_set1_epi32(127), exponent), kTauBits);
-  for (int t = 0; t < (1 << kTauBits); ++t)
-    code = _mm512_mask_sub_epi32(code, _mm512_cmpge_epi32_mask(mantissa, thresholds[t]), code, _mm512_set1_epi32(1));
+                                                                            const __m512i* carries, __m512i levels) {
+  const __m512i code = raw_log_codes16<kTauBits>(e, lanes, factor, tiny, carries);
   return _mm512_min_epi32(_mm512_max_epi32(code, _mm512_setzero_si512()), levels);
+}
+
+// 2^23 - t for each of the tau thresholds t, broadcast.
+template <int kTauBits>
+__attribute__((target("avx512f"), always_inline)) inline void threshold_carries(const LogPlanes& planes,
+                                                                               __m512i* carries) {
+  for (int t = 0; t < (1 << kTauBits); ++t) carries[t] = _mm512_set1_epi32(int32_t(0x800000u - planes.thresholds[t]));
 }
 
 template <int kTauBits, int kClassBits>
@@ -343,8 +360,8 @@ __attribute__((target("avx512f"))) void log_planes_avx512(const float* e, int64_
                                                           int32_t* sums) {
   constexpr int kTau = 1 << kTauBits, kPlanes = kTau << kClassBits;
   const __m512 factor = _mm512_set1_ps(inv_sum / planes.scale), tiny = _mm512_set1_ps(1e-20f / planes.scale);
-  __m512i thresholds[kTau];
-  for (int t = 0; t < kTau; ++t) thresholds[t] = _mm512_set1_epi32(int32_t(planes.thresholds[t]));
+  __m512i carries[kTau];
+  threshold_carries<kTauBits>(planes, carries);
   const __m512i zero = _mm512_setzero_si512(), residue_mask = _mm512_set1_epi32(kTau - 1);
   const __m512i top = _mm512_set1_epi32(planes.top), levels = _mm512_set1_epi32(planes.levels);
   const __m512i seven = _mm512_set1_epi32(7), one = _mm512_set1_epi32(1);
@@ -352,7 +369,7 @@ __attribute__((target("avx512f"))) void log_planes_avx512(const float* e, int64_
   for (auto& t : totals) t = zero;
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    const __m512i c = log_codes16<kTauBits>(e + i, lanes, factor, tiny, thresholds, levels);
+    const __m512i c = log_codes16<kTauBits>(e + i, lanes, factor, tiny, carries, levels);
     const __mmask16 valid = _mm512_mask_cmplt_epi32_mask(lanes, c, levels);  // code `levels` stands for 0
     const __m512i bit = _mm512_sub_epi32(top, _mm512_srai_epi32(c, kTauBits));
     __m512i plane_of = _mm512_slli_epi32(_mm512_and_si512(c, residue_mask), kClassBits);
@@ -388,22 +405,24 @@ __attribute__((target("avx512f,avx512bw"))) void log_planes_packed_avx512(const 
     totals[p] = _mm512_setzero_si512();
   }
   const __m512 factor = _mm512_set1_ps(inv_sum / planes.scale), tiny = _mm512_set1_ps(1e-20f / planes.scale);
-  __m512i thresholds[kTau];
-  for (int t = 0; t < kTau; ++t) thresholds[t] = _mm512_set1_epi32(int32_t(planes.thresholds[t]));
-  const __m512i levels = _mm512_set1_epi32(planes.levels), level_bytes = _mm512_set1_epi8(char(planes.levels));
+  __m512i carries[kTau];
+  threshold_carries<kTauBits>(planes, carries);
+  const __m512i level_bytes = _mm512_set1_epi8(char(planes.levels));
   const auto part = [](int64_t left) {
     return left >= 16 ? __mmask16(0xffff) : left > 0 ? __mmask16((1u << left) - 1) : __mmask16(0);
   };
+  // The saturating packs interleave their sources per 128-bit lane: dword 4 L + s holds codes
+  // 4 L .. 4 L + 3 of source s; this puts them back in order.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   for (int64_t i = 0; i < n; i += 64) {
     const int64_t left = n - i;
-    const __m128i c0 = _mm512_cvtepi32_epi8(log_codes16<kTauBits>(e + i, part(left), factor, tiny, thresholds, levels));
-    const __m128i c1 = _mm512_cvtepi32_epi8(log_codes16<kTauBits>(e + i + 16, part(left - 16), factor, tiny, thresholds, levels));
-    const __m128i c2 = _mm512_cvtepi32_epi8(log_codes16<kTauBits>(e + i + 32, part(left - 32), factor, tiny, thresholds, levels));
-    const __m128i c3 = _mm512_cvtepi32_epi8(log_codes16<kTauBits>(e + i + 48, part(left - 48), factor, tiny, thresholds, levels));
-    __m512i codes = _mm512_castsi128_si512(c0);
-    codes = _mm512_inserti32x4(codes, c1, 1);
-    codes = _mm512_inserti32x4(codes, c2, 2);
-    codes = _mm512_inserti32x4(codes, c3, 3);
+    const __m512i c0 = raw_log_codes16<kTauBits>(e + i, part(left), factor, tiny, carries);
+    const __m512i c1 = raw_log_codes16<kTauBits>(e + i + 16, part(left - 16), factor, tiny, carries);
+    const __m512i c2 = raw_log_codes16<kTauBits>(e + i + 32, part(left - 32), factor, tiny, carries);
+    const __m512i c3 = raw_log_codes16<kTauBits>(e + i + 48, part(left - 48), factor, tiny, carries);
+    // Codes lie within +-131 tau: int16 holds them, and the unsigned byte pack clamps them at 0.
+    const __m512i packed = _mm512_packus_epi16(_mm512_packs_epi32(c0, c1), _mm512_packs_epi32(c2, c3));
+    const __m512i codes = _mm512_min_epu8(_mm512_permutexvar_epi32(order, packed), level_bytes);
     const __mmask64 lanes = left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
     const __mmask64 valid = _mm512_mask_cmplt_epu8_mask(lanes, codes, level_bytes);  // code `levels` stands for 0
     for (int p = 0; p < kPlanes; ++p) {
