@@ -147,6 +147,35 @@ TEST(IntegerRuntime, FallsBackWithoutVnni) {
   EXPECT_TRUE(at::equal(run(*qsam, image, prompts).embedding, run(*simulated, image, prompts).embedding));
 }
 
+// A tap (block reconstruction's) sees an integer attention apart from its residual: forward with
+// a tap set runs the same codes as the block's own path, which adds the residual in proj's
+// output pass, and hands the tap its input and output.
+TEST(IntegerRuntime, TappedAttentionIsTheBlocksWithoutTheResidual) {
+  PTQ4SAM_REQUIRE_FIXTURES("sam_tiny");
+  PTQ4SAM_REQUIRE_EXACT_INTEGER_MATMUL();
+  test::TempDir dir;
+  const auto qsam = quant::load_artifact(fixture_artifact(fixtures, 8, dir), {quant::Backend::kInteger, true});
+  const torch::NoGradGuard no_grad;
+  for (const auto& block : qsam->model()->image_encoder->blocks) {
+    sam::EncoderAttention& attn = *block->attn;
+    ASSERT_TRUE(attn.on_codes());
+    const int64_t side = block->window_size > 0 ? block->window_size : 5;
+    const at::Tensor x = at::randn({2, side, side, qsam->model()->image_encoder->config.embed_dim});
+    const at::Tensor with_residual = attn.forward_on_codes(x, 0, x);
+    at::Tensor seen_input, seen_output;
+    attn.tap = [&](const std::vector<at::Tensor>& inputs, const at::Tensor& output) {
+      seen_input = inputs.at(0);
+      seen_output = output;
+    };
+    const at::Tensor tapped = attn.forward(x);
+    attn.tap = nullptr;
+    ASSERT_TRUE(seen_output.defined());
+    EXPECT_TRUE(at::equal(seen_input, x));
+    EXPECT_TRUE(at::equal(seen_output, tapped));
+    EXPECT_TRUE(at::allclose(tapped + x, with_residual, 1e-5, 1e-5)) << (tapped + x - with_residual).abs().max();
+  }
+}
+
 // The int4 codes stay packed two per byte: the integer model of a W4A4 artifact holds about an
 // eighth of the float32 bytes for its quantized layers, and the position embedding in half.
 TEST(IntegerRuntime, Int4WeightsStayPacked) {

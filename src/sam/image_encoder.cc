@@ -34,19 +34,15 @@ at::Tensor get_rel_pos(int64_t q_size, int64_t k_size, const at::Tensor& rel_pos
 }
 
 at::Tensor EncoderAttention::forward(const at::Tensor& x) const {
+  // The integer attention of each (window) batch element, apart from the residual, which a tap
+  // records.
+  if (quant.integer && !at::GradMode::is_enabled()) return tapped(tap, {x}, forward_on_codes(x, 0, at::Tensor()));
   const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
   const int64_t head_dim = c / num_heads;
   // (B, HW, 3, C): q, k and v are strided views of the fused projection, never copied.
   const at::Tensor fused = qkv->forward(x.reshape({b, h * w, c})).view({b, h * w, 3, c});
   const at::Tensor rh = rel_pos_h.defined() ? get_rel_pos(h, h, rel_pos_h) : at::Tensor();
   const at::Tensor rw = rel_pos_w.defined() ? get_rel_pos(w, w, rel_pos_w) : at::Tensor();
-  if (quant.integer && !at::GradMode::is_enabled()) {
-    // The integer attention quantizes q, k and v itself, and computes the relative positions
-    // per head from q's codes.
-    const at::Tensor out = kernels::quantized_attention(fused.select(2, 0), fused.select(2, 1), fused.select(2, 2),
-                                                        num_heads, *quant.integer, rh, rw);
-    return tapped(tap, {x}, proj->forward(out).view({b, h, w, c}));
-  }
   const at::Tensor q = quantize_at(quant.q, fused.select(2, 0));
   const at::Tensor k = quantize_at(quant.k, fused.select(2, 1));
   const at::Tensor v = quantize_at(quant.v, fused.select(2, 2));
@@ -92,7 +88,10 @@ at::Tensor EncoderAttention::forward_on_codes(const at::Tensor& x, int64_t windo
                                        *quant.integer, rh, rw)
               .view({b * h * w, c});
   }
-  if (!proj->quant.integer) return residual + proj->forward(out).view({b, h, w, c});
+  if (!proj->quant.integer) {
+    const at::Tensor projected = proj->forward(out).view({b, h, w, c});
+    return residual.defined() ? residual + projected : projected;
+  }
   const kernels::IntegerLinear& layer = *proj->quant.integer;
   return kernels::quantized_linear(kernels::quantize_activations(out, layer.input), layer.weight,
                                    Activation::kNone, residual)

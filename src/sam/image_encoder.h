@@ -31,10 +31,10 @@ class EncoderAttention : public torch::nn::Module {
   // Whether forward_on_codes serves: integer attention, no autograd, no tap (which would expect
   // the partitioned windows and the attention apart from the residual).
   bool on_codes() const;
-  // residual + the attention of (B, H, W, C) input x: global (window_size 0), or windowed as
-  // window_unpartition(forward(window_partition(x))) without the partition's copies
-  // (kernels::quantized_window_attention). The residual is added in proj's output pass. The
-  // numbers of forward, bit for bit. Needs on_codes().
+  // residual (where defined) + the attention of (B, H, W, C) input x: global (window_size 0),
+  // or windowed as window_unpartition(forward(window_partition(x))) without the partition's
+  // copies (kernels::quantized_window_attention). The residual is added in proj's output pass.
+  // Needs integer attention and no autograd; forward's integer path and no tap.
   at::Tensor forward_on_codes(const at::Tensor& x, int64_t window_size, const at::Tensor& residual) const;
   int64_t num_heads;
   std::shared_ptr<Linear> qkv, proj;
