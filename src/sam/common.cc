@@ -91,6 +91,42 @@ at::Tensor Conv2d::forward(const at::Tensor& x) const {
                     {padding, padding});
 }
 
+namespace {
+
+// The (B * OH * OW, C * k * k) patches of a (B, H, W, C) grid of codes, im2col's column order
+// (c, i, j) as grid.unfold(1, k, stride).unfold(2, k, stride).reshape(...) gives them, and each
+// patch's sum. By hand: each pixel's C contiguous codes scattered with stride k * k (the
+// generic 6-d byte copy took ~9 ms for a ViT neck's 3 x 3 convolution), and at::sum with an
+// int32 result would first copy every byte into int32.
+kernels::ActivationCodes unfold_codes(const at::Tensor& grid, int64_t k, int64_t stride) {
+  const int64_t batch = grid.size(0), h = grid.size(1), w = grid.size(2), c = grid.size(3);
+  const int64_t out_h = (h - k) / stride + 1, out_w = (w - k) / stride + 1, width = c * k * k;
+  kernels::ActivationCodes patches;
+  patches.codes = at::empty({batch * out_h * out_w, width}, at::kByte);
+  patches.row_sums.resize(size_t(batch * out_h * out_w));
+  const uint8_t* src = grid.data_ptr<uint8_t>();
+  uint8_t* dst = patches.codes.data_ptr<uint8_t>();
+  at::parallel_for(0, batch * out_h * out_w, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / (out_h * out_w), oy = r / out_w % out_h, ox = r % out_w;
+      uint8_t* row = dst + r * width;
+      int32_t sum = 0;
+      for (int64_t i = 0; i < k; ++i)
+        for (int64_t j = 0; j < k; ++j) {
+          const uint8_t* pixel = src + ((b * h + oy * stride + i) * w + ox * stride + j) * c;
+          for (int64_t ch = 0; ch < c; ++ch) {
+            row[ch * k * k + i * k + j] = pixel[ch];
+            sum += pixel[ch];
+          }
+        }
+      patches.row_sums[size_t(r)] = sum;
+    }
+  });
+  return patches;
+}
+
+}  // namespace
+
 at::Tensor Conv2d::forward_on_codes(const at::Tensor& channels_last) const {
   // The input's codes, padded with the code of 0 (what conv2d's zero padding quantizes to), are
   // unfolded as bytes: a quarter of the float32 patches' memory, quantized once per pixel
@@ -104,21 +140,8 @@ at::Tensor Conv2d::forward_on_codes(const at::Tensor& channels_last) const {
     const int64_t zero = kernels::quantize_activations(at::zeros({1, 1}), layer.input).codes.item<int64_t>();
     grid = at::constant_pad_nd(grid, {0, 0, padding, padding, padding, padding}, double(zero));
   }
-  const at::Tensor windows = grid.unfold(1, k, stride).unfold(2, k, stride);  // (B, OH, OW, C, k, k)
-  const int64_t out_h = windows.size(1), out_w = windows.size(2);
-  kernels::ActivationCodes patches;
-  patches.codes = windows.reshape({batch * out_h * out_w, -1}).contiguous();
-  // Each patch's sum, by hand: at::sum with an int32 result first copies every byte into int32.
-  const int64_t rows = patches.codes.size(0), width = patches.codes.size(1);
-  const uint8_t* bytes = patches.codes.data_ptr<uint8_t>();
-  patches.row_sums.resize(size_t(rows));
-  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      int32_t sum = 0;
-      for (int64_t j = 0; j < width; ++j) sum += bytes[r * width + j];
-      patches.row_sums[size_t(r)] = sum;
-    }
-  });
+  kernels::ActivationCodes patches = unfold_codes(grid.contiguous(), k, stride);
+  const int64_t out_h = (grid.size(1) - k) / stride + 1, out_w = (grid.size(2) - k) / stride + 1;
   patches.quant = layer.input;
   patches.shift = pixels.shift;
   const at::Tensor y = kernels::quantized_linear(patches, layer.weight);

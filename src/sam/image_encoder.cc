@@ -1,5 +1,8 @@
 #include "sam/image_encoder.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/attention.h"
@@ -163,11 +166,42 @@ PatchEmbed::PatchEmbed(int64_t patch_size, int64_t in_chans, int64_t embed_dim) 
   proj = register_module("proj", std::make_shared<Conv2d>(in_chans, embed_dim, patch_size, patch_size, 0, true));
 }
 
+namespace {
+
+// The (B * gh * gw, C * p * p) rows of the image's non-overlapping p x p patches, as
+// x.view({b, c, gh, p, gw, p}).permute({0, 2, 4, 1, 3, 5}).reshape(...) gives them: each image
+// row's run of p pixels copied straight to its patch (the generic 6-d permuted copy took ~6 ms
+// per 1024 x 1024 image here).
+at::Tensor patch_rows(const at::Tensor& image, int64_t p) {
+  const int64_t b = image.size(0), c = image.size(1), h = image.size(2), w = image.size(3);
+  const int64_t gh = h / p, gw = w / p, width = c * p * p;
+  if (image.scalar_type() != at::kFloat || image.requires_grad() || h % p != 0 || w % p != 0)
+    return image.view({b, c, gh, p, gw, p}).permute({0, 2, 4, 1, 3, 5}).reshape({b * gh * gw, width});
+  const at::Tensor x = image.contiguous();
+  at::Tensor rows = at::empty({b * gh * gw, width}, at::kFloat);
+  const float* src = x.data_ptr<float>();
+  float* dst = rows.data_ptr<float>();
+  at::parallel_for(0, b * gh, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t bi = begin; bi < end; ++bi) {
+      const int64_t n = bi / gh, i = bi % gh;
+      for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t y = 0; y < p; ++y) {
+          const float* line = src + ((n * c + ch) * h + i * p + y) * w;
+          float* out = dst + bi * gw * width + (ch * p + y) * p;
+          for (int64_t j = 0; j < gw; ++j) std::copy(line + j * p, line + (j + 1) * p, out + j * width);
+        }
+    }
+  });
+  return rows;
+}
+
+}  // namespace
+
 at::Tensor PatchEmbed::forward(const at::Tensor& x) const {
   // A stride-p p x p convolution is a matmul over non-overlapping patches.
-  const int64_t b = x.size(0), c = x.size(1), p = proj->stride;
+  const int64_t b = x.size(0), p = proj->stride;
   const int64_t gh = x.size(2) / p, gw = x.size(3) / p;
-  const at::Tensor patches = x.view({b, c, gh, p, gw, p}).permute({0, 2, 4, 1, 3, 5}).reshape({b * gh * gw, c * p * p});
+  const at::Tensor patches = patch_rows(x, p);
   const at::Tensor w = proj->weight.view({proj->weight.size(0), -1});
   return kernels::linear(patches, w, proj->bias).view({b, gh, gw, -1});
 }
