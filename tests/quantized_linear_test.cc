@@ -1,9 +1,11 @@
 // The integer linear layer against the fake-quantized float layer it stands for.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <memory>
 
 #include "kernels/gelu.h"
+#include "kernels/quantize_step.h"
 #include "kernels/quantized_linear.h"
 #include "quant/fake_quant.h"
 
@@ -48,6 +50,48 @@ TEST(QuantizedLinear, MatchesTheFakeQuantizedLayer) {
 
 // The simulated model's layer (code_linear) and the integer one round the same float32
 // operations: equal bit for bit, on rows long enough for the vectorized passes.
+// The activation codes divide by the scale without a division (a reciprocal and a correction):
+// still the fake quantizer's quotient, so its codes, at rounding ties, at the clamps, for
+// infinite, huge and subnormal inputs, on signed, unsigned and 4-bit grids.
+TEST(QuantizedLinear, CodesAreTheFakeQuantizersToTheBit) {
+  at::manual_seed(11);
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const float scale : {0.0371f, 1.0f / 3.0f, 7.1e-6f, 913.5f}) {
+    for (const auto& grid : {std::pair<int32_t, int32_t>{0, 255}, {-128, 127}, {-8, 7}}) {
+      kernels::ActivationQuantization q;
+      q.scale = scale;
+      q.quant_min = grid.first;
+      q.quant_max = grid.second;
+      q.zero_point = grid.first < 0 ? 1 : 131;
+      // Ties (k + 0.5) scale, ordinary values, and the extremes, 1037 to a row (not whole vectors).
+      const at::Tensor ties = (at::randint(-300, 300, {40, 1037}).to(at::kFloat) + 0.5f) * scale;
+      const at::Tensor ordinary = at::randn({40, 1037}) * (100.0f * scale);
+      at::Tensor x = at::cat({ties, ordinary});
+      x.select(1, 0).fill_(inf);
+      x.select(1, 1).fill_(-inf);
+      x.select(1, 2).fill_(3e38f);
+      x.select(1, 3).fill_(-1e-42f);
+      x.select(1, 4).fill_(2e-39f);
+      const kernels::ActivationCodes codes = kernels::quantize_activations(x, q);
+      const float* in = x.data_ptr<float>();
+      const uint8_t* got = codes.codes.data_ptr<uint8_t>();
+      int64_t mismatched = 0;
+      for (int64_t r = 0; r < x.size(0); ++r) {
+        int32_t sum = 0;
+        for (int64_t c = 0; c < x.size(1); ++c) {
+          const int64_t i = r * x.size(1) + c;
+          const int32_t want = int32_t(kernels::quantize_step(in[i], scale, float(q.zero_point), float(q.quant_min),
+                                                              float(q.quant_max))) + codes.shift;
+          mismatched += got[i] != uint8_t(want);
+          sum += want;
+        }
+        EXPECT_EQ(codes.row_sums[size_t(r)], sum) << "row " << r;
+      }
+      EXPECT_EQ(mismatched, 0) << "scale " << scale << " grid [" << grid.first << ", " << grid.second << "]";
+    }
+  }
+}
+
 TEST(QuantizedLinear, AgreesBitForBitWithCodeLinear) {
   at::manual_seed(12);
   for (const int act_bits : {4, 8}) {

@@ -16,6 +16,7 @@
 #include "kernels/int_matmul.h"
 #include "kernels/log_grid.h"
 #include "kernels/quantize_step.h"
+#include "kernels/quantize_step_avx512.h"
 #include "kernels/quantized_attention.h"
 #include "util/error.h"
 
@@ -222,18 +223,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) int32_t prob_codes_avx512(c
                                                                               float zero_point, float lo, float hi,
                                                                               int32_t shift) {
   const __m512 f = _mm512_set1_ps(factor), limit = _mm512_set1_ps(4194304.0f);
-  const __m512i zp = _mm512_set1_epi32(int32_t(zero_point)), low = _mm512_set1_epi32(int32_t(lo)),
-                high = _mm512_set1_epi32(int32_t(hi)), up = _mm512_set1_epi32(shift);
+  const CodeGrid16 grid = code_grid16(zero_point, lo, hi, shift);
   __m512i sum = _mm512_setzero_si512();
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
     // Probabilities are >= 0: only the upper clamp of quantize_step can bite.
     const __m512 v = _mm512_min_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, p + i), f), limit);
-    __m512i q = _mm512_add_epi32(_mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
-    q = _mm512_min_epi32(_mm512_max_epi32(q, low), high);
-    const __m512i code = _mm512_maskz_add_epi32(lanes, q, up);
-    _mm_mask_storeu_epi8(codes + i, lanes, _mm512_cvtepi32_epi8(code));
-    sum = _mm512_add_epi32(sum, code);
+    sum = _mm512_add_epi32(sum, store_codes16(v, lanes, grid, codes + i));
   }
   return _mm512_reduce_add_epi32(sum);
 }
