@@ -3,7 +3,9 @@
 # time, peak RSS and size, one row per model (`ptq4sam bench`). The W8A8, W6A6 and W4A4
 # artifacts are calibrated on one synthetic scene with fast observers (min/max weights, AGQ
 # on): calibration quality does not change the runtime's speed.
-#   bench/runtime_vit_b.sh [THREADS (default 2)] [RUNS (default 3)] [--backend simulated]
+#   bench/runtime_vit_b.sh [THREADS (default 2)] [RUNS (default 3)] [--backend simulated] [--rounds N]
+# With --rounds N the models take turns N times (RUNS embeddings each per turn), so that a drift
+# in the machine's speed falls on all of them.
 # Work files go to $PTQ4SAM_BENCH_DIR (default /tmp/ptq4sam_bench) and are reused.
 set -euo pipefail
 threads=${1:-2}

@@ -72,9 +72,11 @@ TEST_F(QuantizeCli, QuantizesReportsAndTheArtifactSegments) {
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.output.find("--backend"), std::string::npos) << bad.output;
 
-  // One row per model, each measured in its own process.
-  const auto bench = test::run_cli("bench --runs 1 --threads 1 --model " + file("model.pth") + " --model " + out);
+  // One row per model, each measured in its own process, in two rounds taking turns.
+  const auto bench =
+      test::run_cli("bench --runs 1 --rounds 2 --threads 1 --model " + file("model.pth") + " --model " + out);
   ASSERT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_NE(bench.output.find("bench: round 2/2"), std::string::npos) << bench.output;
   EXPECT_NE(bench.output.find("embed min"), std::string::npos) << bench.output;
   EXPECT_NE(bench.output.find("embed RSS"), std::string::npos) << bench.output;
   EXPECT_NE(bench.output.find("FP32"), std::string::npos) << bench.output;
@@ -82,6 +84,10 @@ TEST_F(QuantizeCli, QuantizesReportsAndTheArtifactSegments) {
   const auto no_runs = test::run_cli("bench --runs 0 --model " + out);
   EXPECT_EQ(no_runs.exit_code, 1);
   EXPECT_NE(no_runs.output.find("ptq4sam: error: --runs 0: must be at least 1"), std::string::npos) << no_runs.output;
+  const auto no_rounds = test::run_cli("bench --rounds 0 --model " + out);
+  EXPECT_EQ(no_rounds.exit_code, 1);
+  EXPECT_NE(no_rounds.output.find("ptq4sam: error: --rounds 0: must be at least 1"), std::string::npos)
+      << no_rounds.output;
 }
 
 // Detections alone: the images are the folder's files, numbered by their names.

@@ -1,6 +1,7 @@
 // `ptq4sam bench`: image-embedding and decoder time, peak RSS and size of one or more models,
 // a table row each. Several models are measured one process each, so that every row's peak
-// RSS is that model's own.
+// RSS is that model's own, and in rounds taking turns, so that a machine whose speed drifts
+// (this VM's by 10-20% within minutes) slows every model alike.
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -25,7 +26,7 @@ namespace {
 struct BenchOptions {
   std::vector<std::string> models;
   quant::Backend backend = quant::Backend::kInteger;
-  int runs = 3, threads = 0, boxes = 8;
+  int runs = 3, rounds = 1, threads = 0, boxes = 8;
   bool json_row = false;
 };
 
@@ -102,6 +103,8 @@ nlohmann::json measure(const std::string& path, const BenchOptions& o) {
   return {{"model", path},
           {"kind", kind},
           {"load_seconds", load_s},
+          {"embed_seconds", embed},
+          {"decoder_seconds", decode},
           {"embed_min_seconds", *std::min_element(embed.begin(), embed.end())},
           {"embed_median_seconds", median(embed)},
           {"decoder_median_seconds", median(decode)},
@@ -148,6 +151,25 @@ nlohmann::json measure_in_child(const std::string& path, const BenchOptions& o) 
   }
 }
 
+// One model's row over its rounds: min and median over every timed run, the largest RSS.
+nlohmann::json merge_rounds(const std::vector<nlohmann::json>& rounds) {
+  nlohmann::json row = rounds.front();
+  std::vector<double> embed, decode;
+  for (const auto& r : rounds) {
+    for (const double t : r["embed_seconds"]) embed.push_back(t);
+    for (const double t : r["decoder_seconds"]) decode.push_back(t);
+    for (const char* key : {"embed_peak_rss_mb", "peak_rss_mb"})
+      row[key] = std::max(row[key].get<double>(), r[key].get<double>());
+  }
+  row["embed_seconds"] = embed;
+  row["decoder_seconds"] = decode;
+  row["embed_min_seconds"] = *std::min_element(embed.begin(), embed.end());
+  row["embed_median_seconds"] = median(embed);
+  row["decoder_median_seconds"] = median(decode);
+  row["rounds"] = rounds.size();
+  return row;
+}
+
 void print_table(const std::vector<nlohmann::json>& rows) {
   std::printf("%-40s %-16s %10s %10s %12s %10s %10s %9s %11s\n", "model", "kind", "embed min", "embed med",
               "decoder/batch", "embed RSS", "peak RSS", "file MB", "weights MB");
@@ -164,10 +186,11 @@ void print_table(const std::vector<nlohmann::json>& rows) {
 
 int run_bench(const BenchOptions& o) {
   if (o.runs < 1) throw Error("--runs " + std::to_string(o.runs), "must be at least 1");
+  if (o.rounds < 1) throw Error("--rounds " + std::to_string(o.rounds), "must be at least 1");
   if (o.boxes < 1) throw Error("--boxes " + std::to_string(o.boxes), "must be at least 1");
   for (const auto& model : o.models)
     if (!std::filesystem::is_regular_file(model)) throw Error(model, "no such model file");
-  if (o.json_row || o.models.size() == 1) {
+  if (o.json_row || (o.models.size() == 1 && o.rounds == 1)) {
     init_runtime(o.threads);
     const nlohmann::json row = measure(o.models[0], o);
     if (o.json_row) {
@@ -177,8 +200,14 @@ int run_bench(const BenchOptions& o) {
     }
     return 0;
   }
+  std::vector<std::vector<nlohmann::json>> measured(o.models.size());
+  for (int round = 0; round < o.rounds; ++round)
+    for (size_t m = 0; m < o.models.size(); ++m) {
+      if (o.rounds > 1 && m == 0) std::fprintf(stderr, "bench: round %d/%d\n", round + 1, o.rounds);
+      measured[m].push_back(measure_in_child(o.models[m], o));
+    }
   std::vector<nlohmann::json> rows;
-  for (const auto& model : o.models) rows.push_back(measure_in_child(model, o));
+  for (const auto& rounds : measured) rows.push_back(merge_rounds(rounds));
   print_table(rows);
   return 0;
 }
@@ -193,11 +222,15 @@ Runner add_bench_command(CLI::App& app) {
       "  ptq4sam bench --model sam_vit_b.pth --model w8a8.safetensors --model w4a4.safetensors --threads 2\n"
       "  prints one row per model: image-embedding time (min and median over --runs), decoder time for\n"
       "  one batch of --boxes box prompts, peak RSS up to the last embedding and over the whole run\n"
-      "  (each model in its own process), file size and the bytes of weights held in memory.");
+      "  (each model in its own process), file size and the bytes of weights held in memory.\n"
+      "  --rounds 3 --runs 2 measures FP32, W8A8, W4A4, FP32, ... in turn: on a machine whose speed\n"
+      "  drifts, the rows' ratios then hold better than one model after another.");
   cmd->add_option("--model", o->models, "SAM checkpoint (.pth) or quantized artifact (.safetensors); repeatable")
       ->required();
   add_backend_option(*cmd, o->backend);
-  cmd->add_option("--runs", o->runs, "Timed runs per model")->capture_default_str();
+  cmd->add_option("--runs", o->runs, "Timed runs per model and round")->capture_default_str();
+  cmd->add_option("--rounds", o->rounds, "Rounds of all models in turn, a process each; a row merges its runs")
+      ->capture_default_str();
   cmd->add_option("--boxes", o->boxes, "Box prompts in the decoder's batch")->capture_default_str();
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
   cmd->add_flag("--json-row", o->json_row, "Measure the first model in this process and print its row as JSON");
