@@ -5,6 +5,7 @@
 
 #include "kernels/exp_avx512.h"
 #include "kernels/gelu.h"
+#include "kernels/load_avx512.h"
 #include "util/error.h"
 
 namespace ptq4sam::kernels {
@@ -21,8 +22,8 @@ __attribute__((target("avx512f"))) void gelu_avx512(float* x, int64_t n) {
   const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
   const __m512i sign_bit = _mm512_set1_epi32(int32_t(0x80000000u));
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    const __m512 v = _mm512_maskz_loadu_ps(lanes, x + i);
+    const __mmask16 lanes = lanes16(i, n);
+    const __m512 v = load16(x + i, lanes);
     const __m512 z = _mm512_mul_ps(v, _mm512_set1_ps(kSqrtHalf));
     const __m512i sign = _mm512_and_si512(_mm512_castps_si512(z), sign_bit);
     const __m512 a = _mm512_abs_ps(z);

@@ -14,6 +14,7 @@
 
 #include "kernels/exp_avx512.h"
 #include "kernels/int_matmul.h"
+#include "kernels/load_avx512.h"
 #include "kernels/log_grid.h"
 #include "kernels/quantize_step.h"
 #include "kernels/quantize_step_avx512.h"
@@ -147,8 +148,8 @@ __attribute__((target("avx512f"))) float exp_shifted_avx512(float* x, int64_t n,
     odd = _mm512_add_ps(odd, b);
   }
   for (; i < n; i += 16) {
-    const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, x + i), shift));
+    const __mmask16 lanes = lanes16(i, n);
+    const __m512 e = exp_avx512(_mm512_sub_ps(load16(x + i, lanes), shift));
     _mm512_mask_storeu_ps(x + i, lanes, e);
     even = _mm512_mask_add_ps(even, lanes, even, e);
   }
@@ -175,11 +176,11 @@ __attribute__((target("avx512f"))) float score_row_avx512(const int32_t* acc, fl
     const int64_t base = i * wk;
     const __m512 h = _mm512_set1_ps(rel_h ? rel_h[i] : 0.0f);
     for (int64_t j = 0; j < wk; j += 16) {
-      const __mmask16 lanes = wk - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (wk - j)) - 1);
-      const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, acc + base + j), row),
-                                           _mm512_maskz_loadu_epi32(lanes, col_term + base + j));
+      const __mmask16 lanes = lanes16(j, wk);
+      const __m512i sum =
+          _mm512_add_epi32(_mm512_add_epi32(load16(acc + base + j, lanes), row), load16(col_term + base + j, lanes));
       __m512 score = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), factor);
-      if (rel_h) score = _mm512_add_ps(_mm512_add_ps(score, h), _mm512_maskz_loadu_ps(lanes, rel_w + j));
+      if (rel_h) score = _mm512_add_ps(_mm512_add_ps(score, h), load16(rel_w + j, lanes));
       _mm512_mask_storeu_ps(out + base + j, lanes, score);
       max = _mm512_mask_max_ps(max, lanes, max, score);
     }
@@ -226,9 +227,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) int32_t prob_codes_avx512(c
   const CodeGrid16 grid = code_grid16(zero_point, lo, hi, shift);
   __m512i sum = _mm512_setzero_si512();
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __mmask16 lanes = lanes16(i, n);
     // Probabilities are >= 0: only the upper clamp of quantize_step can bite.
-    const __m512 v = _mm512_min_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, p + i), f), limit);
+    const __m512 v = _mm512_min_ps(_mm512_mul_ps(load16(p + i, lanes), f), limit);
     sum = _mm512_add_epi32(sum, store_codes16(v, lanes, grid, codes + i));
   }
   return _mm512_reduce_add_epi32(sum);
@@ -327,7 +328,7 @@ __attribute__((target("avx512f"), always_inline)) inline __m512i raw_log_codes16
                                                                                 __m512 factor, __m512 tiny,
                                                                                 const __m512i* carries) {
   // Positive after the max: the sign bit is clear, and the sums stay below 2^31.
-  const __m512i bits = _mm512_castps_si512(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, e), factor), tiny));
+  const __m512i bits = _mm512_castps_si512(_mm512_max_ps(_mm512_mul_ps(load16(e, lanes), factor), tiny));
   __m512i sum = _mm512_srli_epi32(_mm512_add_epi32(bits, carries[0]), 23);
   for (int t = 1; t < (1 << kTauBits); ++t)
     sum = _mm512_add_epi32(sum, _mm512_srli_epi32(_mm512_add_epi32(bits, carries[t]), 23));
@@ -364,7 +365,7 @@ __attribute__((target("avx512f"))) void log_planes_avx512(const float* e, int64_
   __m512i totals[kPlanes];
   for (auto& t : totals) t = zero;
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __mmask16 lanes = lanes16(i, n);
     const __m512i c = log_codes16<kTauBits>(e + i, lanes, factor, tiny, carries, levels);
     const __mmask16 valid = _mm512_mask_cmplt_epi32_mask(lanes, c, levels);  // code `levels` stands for 0
     const __m512i bit = _mm512_sub_epi32(top, _mm512_srai_epi32(c, kTauBits));

@@ -12,6 +12,7 @@
 
 #include "kernels/gelu.h"
 #include "kernels/int_matmul.h"
+#include "kernels/load_avx512.h"
 #include "kernels/quantized_linear.h"
 #include "kernels/quantize_step.h"
 #include "kernels/quantize_step_avx512.h"
@@ -119,8 +120,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) int32_t quantize_span_avx51
   const CodeGrid16 grid = code_grid16(zero_point, lo, hi, shift);
   __m512i sum = _mm512_setzero_si512();
   for (int64_t c = 0; c < k; c += 16) {
-    const __mmask16 lanes = k - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k - c)) - 1);
-    const __m512 x = _mm512_maskz_loadu_ps(lanes, in + c);
+    const __mmask16 lanes = lanes16(c, k);
+    const __m512 x = load16(in + c, lanes);
     const __m512 guess = _mm512_mul_ps(x, inverse);
     const __m512 remainder = _mm512_fnmadd_ps(guess, divisor, x);
     const __mmask16 finite = _mm512_cmp_ps_mask(_mm512_abs_ps(guess), corrected_below, _CMP_LT_OQ);
@@ -225,12 +226,12 @@ __attribute__((target("avx512f"), optimize("fp-contract=off"))) void dequantize_
     const float* scale, const float* bias) {
   const __m512i sum = _mm512_set1_epi32(a_sum);
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 lanes = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
-    const __m512i zero_terms = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(lanes, zw + j), sum);
-    const __m512i total = _mm512_add_epi32(_mm512_sub_epi32(_mm512_maskz_loadu_epi32(lanes, acc + j), zero_terms),
-                                           _mm512_maskz_loadu_epi32(lanes, column_term + j));
-    const __m512 scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(total), _mm512_maskz_loadu_ps(lanes, scale + j));
-    _mm512_mask_storeu_ps(y + j, lanes, _mm512_add_ps(scaled, _mm512_maskz_loadu_ps(lanes, bias + j)));
+    const __mmask16 lanes = lanes16(j, n);
+    const __m512i zero_terms = _mm512_mullo_epi32(load16(zw + j, lanes), sum);
+    const __m512i total =
+        _mm512_add_epi32(_mm512_sub_epi32(load16(acc + j, lanes), zero_terms), load16(column_term + j, lanes));
+    const __m512 scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(total), load16(scale + j, lanes));
+    _mm512_mask_storeu_ps(y + j, lanes, _mm512_add_ps(scaled, load16(bias + j, lanes)));
   }
 }
 

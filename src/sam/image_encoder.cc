@@ -141,23 +141,25 @@ at::Tensor EncoderBlock::forward(const at::Tensor& x) const {
   } else {
     z = x + attn->forward(norm1->forward(x));
   }
-  const at::Tensor normed = norm2->forward(z);
   // Observers and taps must see the whole MLP input at once.
   if (at::GradMode::is_enabled() || mlp->tap || mlp->lin1->quant.needs_whole_tensor() ||
       mlp->lin2->quant.needs_whole_tensor())
-    return z + mlp->forward(normed);
-  // Row chunks keep the MLP's hidden activations (4x the width) small and reusable.
+    return z + mlp->forward(norm2->forward(z));
+  // Row chunks keep the MLP's hidden activations (4x the width) small and reusable, and its
+  // normalised input in cache: the norm works row by row, so chunk by chunk gives its numbers.
   const int64_t c = z.size(-1);
-  const at::Tensor z2 = z.view({-1, c}), n2 = normed.view({-1, c});
+  const at::Tensor z2 = z.view({-1, c});
   at::Tensor out = at::empty_like(z2);
   constexpr int64_t kRows = 1024;
   for (int64_t r = 0; r < z2.size(0); r += kRows) {
     const int64_t rows = std::min(kRows, z2.size(0) - r);
+    const at::Tensor residual = z2.narrow(0, r, rows);
+    const at::Tensor normed = norm2->forward(residual);
     at::Tensor dst = out.narrow(0, r, rows);
     if (mlp->on_codes())
-      mlp->forward_on_codes(n2.narrow(0, r, rows), z2.narrow(0, r, rows), dst);
+      mlp->forward_on_codes(normed, residual, dst);
     else
-      at::add_out(dst, z2.narrow(0, r, rows), mlp->forward(n2.narrow(0, r, rows)));
+      at::add_out(dst, residual, mlp->forward(normed));
   }
   return out.view(z.sizes());
 }
