@@ -126,11 +126,12 @@ at::Tensor qkv_codes(const at::Tensor& qkv, const kernels::IntegerAttention& qua
 }
 
 // The windowed entry point against window_partition -> quantized_attention -> window_unpartition,
-// bit for bit: a 9 x 11 grid in windows of 4 (padding on both sides), and one that 4 divides.
-void expect_windows_match(int64_t height, int64_t width, bool log_probs) {
+// bit for bit: a 9 x 11 grid in windows of 4 (padding on both sides), and one that 4 divides;
+// heads of 8 channels, and of SAM's 64 (whose codes the kernel gathers a vector a row).
+void expect_windows_match(int64_t height, int64_t width, bool log_probs, int64_t head_dim = 8) {
   if (!kernels::integer_matmul_exact()) GTEST_SKIP() << "this CPU has no VNNI: the integer attention is not used";
   at::manual_seed(5);
-  const int64_t batch = 2, window = 4, heads = 2, head_dim = 8, c = heads * head_dim;
+  const int64_t batch = 2, window = 4, heads = 2, c = heads * head_dim;
   const at::Tensor qkv = at::randn({batch * height * width, 3 * c}) * 2, padding = at::randn({3 * c});
   const at::Tensor rel_pos_h = at::randn({window, window, head_dim}) * 0.2;
   const at::Tensor rel_pos_w = at::randn({window, window, head_dim}) * 0.2;
@@ -180,6 +181,7 @@ TEST(QuantizedAttention, WindowsWithoutPartitionCopies) {
   expect_windows_match(9, 11, false);
   expect_windows_match(8, 12, false);
   expect_windows_match(9, 11, true);
+  expect_windows_match(9, 11, false, 64);
 }
 
 TEST(QuantizedAttention, RefusesWindowsThatDoNotFit) {

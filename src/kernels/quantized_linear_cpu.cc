@@ -75,21 +75,64 @@ memory::desc preferred_weights(int64_t typical_rows, int64_t k, int64_t n) {
   return matmul_desc(typical_rows, memory::desc({k, n}, memory::data_type::s8, memory::format_tag::any)).weights_desc();
 }
 
-void run(int64_t m, const uint8_t* src, const memory::desc& weights, const void* weight_codes, int32_t* dst) {
-  // A copy: another thread may clear the cache while this one runs.
-  const CachedMatmul matmul = cached_primitive(m, weights);
+namespace {
+
+// A primitive ready to run on this thread: its memory objects and arguments made once, their
+// data pointers set per call. Making them per call (three memory objects, a map, a stream)
+// cost ~2 us, a fifth of a windowed attention head's product.
+struct BoundMatmul {
+  int64_t m = -1;
+  memory::desc weights;
+  CachedMatmul matmul;
+  memory src, weight_codes, dst, scratchpad;
+  std::unordered_map<int, memory> args;
+};
+
+BoundMatmul bind(int64_t m, const memory::desc& weights) {
+  BoundMatmul b;
+  b.m = m;
+  b.weights = weights;
+  b.matmul = cached_primitive(m, weights);  // a copy: another thread may clear the cache
   const int64_t k = weights.dims()[0], n = weights.dims()[1];
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, memory({{m, k}, memory::data_type::u8, memory::format_tag::ab}, engine(), const_cast<uint8_t*>(src))},
-      {DNNL_ARG_WEIGHTS, memory(weights, engine(), const_cast<void*>(weight_codes))},
-      {DNNL_ARG_DST, memory({{m, n}, memory::data_type::s32, memory::format_tag::ab}, engine(), dst)}};
-  thread_local std::vector<uint8_t> scratchpad;
-  if (const size_t bytes = matmul.scratchpad.get_size(); bytes > 0) {
-    if (scratchpad.size() < bytes) scratchpad.resize(bytes);
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(matmul.scratchpad, engine(), scratchpad.data()));
+  b.src = memory({{m, k}, memory::data_type::u8, memory::format_tag::ab}, engine(), nullptr);
+  b.weight_codes = memory(weights, engine(), nullptr);
+  b.dst = memory({{m, n}, memory::data_type::s32, memory::format_tag::ab}, engine(), nullptr);
+  b.args = {{DNNL_ARG_SRC, b.src}, {DNNL_ARG_WEIGHTS, b.weight_codes}, {DNNL_ARG_DST, b.dst}};
+  if (b.matmul.scratchpad.get_size() > 0) {
+    b.scratchpad = memory(b.matmul.scratchpad, engine(), nullptr);
+    b.args.emplace(DNNL_ARG_SCRATCHPAD, b.scratchpad);
   }
-  dnnl::stream stream(engine());
-  matmul.primitive.execute(stream, args);
+  return b;
+}
+
+// The thread's bound primitives, the few it alternates between (an attention head's two
+// products, a layer's chunks), replaced in turn.
+BoundMatmul& bound(int64_t m, const memory::desc& weights) {
+  constexpr size_t kBound = 8;
+  thread_local std::vector<BoundMatmul> table;
+  thread_local size_t next = 0;
+  for (auto& b : table)
+    if (b.m == m && b.weights == weights) return b;
+  if (table.size() < kBound) return table.emplace_back(bind(m, weights));
+  BoundMatmul& slot = table[next++ % kBound];
+  slot = bind(m, weights);
+  return slot;
+}
+
+}  // namespace
+
+void run(int64_t m, const uint8_t* src, const memory::desc& weights, const void* weight_codes, int32_t* dst) {
+  BoundMatmul& b = bound(m, weights);
+  b.src.set_data_handle(const_cast<uint8_t*>(src));
+  b.weight_codes.set_data_handle(const_cast<void*>(weight_codes));
+  b.dst.set_data_handle(dst);
+  thread_local std::vector<uint8_t> scratchpad;
+  if (const size_t bytes = b.matmul.scratchpad.get_size(); bytes > 0) {
+    if (scratchpad.size() < bytes) scratchpad.resize(bytes);
+    b.scratchpad.set_data_handle(scratchpad.data());
+  }
+  thread_local dnnl::stream stream(engine());
+  b.matmul.primitive.execute(stream, b.args);
   stream.wait();
 }
 
