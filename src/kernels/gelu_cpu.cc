@@ -50,8 +50,7 @@ void gelu_generic(float* x, int64_t n) {
 }  // namespace
 
 void gelu_inplace(float* x, int64_t n) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  (avx512 ? gelu_avx512 : gelu_generic)(x, n);
+  (has_avx512() ? gelu_avx512 : gelu_generic)(x, n);
 }
 
 at::Tensor& gelu_(at::Tensor& x) {

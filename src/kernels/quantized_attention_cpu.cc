@@ -95,8 +95,6 @@ void quantize_rows(const Rows& rows, int64_t count, int64_t d, const ActivationQ
   }
 }
 
-bool has_avx512();
-
 // SAM's heads have 64 channels: one vector a row, its sum by sum-of-absolute-differences (s8
 // codes moved into u8 by flipping their sign bit, 64 * 128 taken off after).
 __attribute__((target("avx512f,avx512bw"))) void gather_rows64_avx512(const CodeRows& rows, int64_t count,
@@ -222,13 +220,6 @@ __attribute__((optimize("fp-contract=off"))) float score_row_generic(const int32
       max = std::max(max, score);
     }
   return max;
-}
-
-// AVX-512 with byte and 128-bit forms (every AVX-512 CPU since Skylake-SP).
-bool has_avx512() {
-  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                             __builtin_cpu_supports("avx512vl");
-  return avx512;
 }
 
 float score_row(const int32_t* acc, float* out, int64_t hk, int64_t wk, int32_t row_term, const int32_t* col_term,

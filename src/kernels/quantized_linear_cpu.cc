@@ -178,9 +178,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) int32_t quantize_span_avx51
 }  // namespace
 
 int32_t quantize_row(const float* in, uint8_t* out, int64_t k, const ActivationQuantization& q, int32_t shift) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                             __builtin_cpu_supports("avx512vl");
-  return (avx512 ? quantize_span_avx512 : quantize_span)(in, out, k, q.scale, float(q.zero_point),
+  return (has_avx512() ? quantize_span_avx512 : quantize_span)(in, out, k, q.scale, float(q.zero_point),
                                                          float(q.quant_min), float(q.quant_max), shift);
 }
 
@@ -280,8 +278,7 @@ __attribute__((target("avx512f"), optimize("fp-contract=off"))) void dequantize_
 
 void dequantize_row(const int32_t* acc, float* y, int64_t n, int32_t a_sum, const int32_t* zw,
                     const int32_t* column_term, const float* scale, const float* bias) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  (avx512 ? dequantize_row_avx512 : dequantize_row_generic)(acc, y, n, a_sum, zw, column_term, scale, bias);
+  (has_avx512() ? dequantize_row_avx512 : dequantize_row_generic)(acc, y, n, a_sum, zw, column_term, scale, bias);
 }
 
 void check_grid(const ActivationQuantization& q) {

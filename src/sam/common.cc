@@ -98,9 +98,9 @@ namespace {
 // patch's sum. By hand: each pixel's C contiguous codes scattered with stride k * k (the
 // generic 6-d byte copy took ~9 ms for a ViT neck's 3 x 3 convolution), and at::sum with an
 // int32 result would first copy every byte into int32.
-kernels::ActivationCodes unfold_codes(const at::Tensor& grid, int64_t k, int64_t stride) {
-  const int64_t batch = grid.size(0), h = grid.size(1), w = grid.size(2), c = grid.size(3);
-  const int64_t out_h = (h - k) / stride + 1, out_w = (w - k) / stride + 1, width = c * k * k;
+kernels::ActivationCodes unfold_codes(const at::Tensor& grid, int64_t k, int64_t stride, int64_t out_h,
+                                      int64_t out_w) {
+  const int64_t batch = grid.size(0), h = grid.size(1), w = grid.size(2), c = grid.size(3), width = c * k * k;
   kernels::ActivationCodes patches;
   patches.codes = at::empty({batch * out_h * out_w, width}, at::kByte);
   patches.row_sums.resize(size_t(batch * out_h * out_w));
@@ -140,8 +140,8 @@ at::Tensor Conv2d::forward_on_codes(const at::Tensor& channels_last) const {
     const int64_t zero = kernels::quantize_activations(at::zeros({1, 1}), layer.input).codes.item<int64_t>();
     grid = at::constant_pad_nd(grid, {0, 0, padding, padding, padding, padding}, double(zero));
   }
-  kernels::ActivationCodes patches = unfold_codes(grid.contiguous(), k, stride);
   const int64_t out_h = (grid.size(1) - k) / stride + 1, out_w = (grid.size(2) - k) / stride + 1;
+  kernels::ActivationCodes patches = unfold_codes(grid.contiguous(), k, stride, out_h, out_w);
   patches.quant = layer.input;
   patches.shift = pixels.shift;
   const at::Tensor y = kernels::quantized_linear(patches, layer.weight);

@@ -34,7 +34,8 @@ class EncoderAttention : public torch::nn::Module {
   // residual (where defined) + the attention of (B, H, W, C) input x: global (window_size 0),
   // or windowed as window_unpartition(forward(window_partition(x))) without the partition's
   // copies (kernels::quantized_window_attention). The residual is added in proj's output pass.
-  // Needs integer attention and no autograd; forward's integer path and no tap.
+  // Needs integer attention and no autograd; forward's integer path calls it without a
+  // residual, so that a tap sees the attention alone.
   at::Tensor forward_on_codes(const at::Tensor& x, int64_t window_size, const at::Tensor& residual) const;
   int64_t num_heads;
   std::shared_ptr<Linear> qkv, proj;
