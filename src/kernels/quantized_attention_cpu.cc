@@ -468,18 +468,25 @@ void log_planes_avx512(const float* e, int64_t n, float inv_sum, const LogPlanes
   }
 }
 
-// out[r][j] = sum over planes of factor * v_scale * (acc + row_term), planes in order.
-void combine_planes(const int32_t* acc, const LogPlanes& planes, int64_t rows, int64_t dv, const int32_t* row_terms,
-                    float v_scale, float* out, int64_t out_stride) {
-  std::vector<float> factors;
-  for (const double f : planes.factors) factors.push_back(float(f * v_scale));
+// out[r][j] = sum over planes, in order, of float(acc + row_term) * factor, factor = the
+// plane's factor * v_scale (LogPlanes::factors scaled once per head, not per chunk). The first
+// plane is stored, not added to zero: the same float32 sums. Not contracted into FMAs, so every
+// clone rounds alike.
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off"))) void combine_planes(
+    const int32_t* acc, const float* factors, int32_t count, int64_t rows, int64_t dv, const int32_t* row_terms,
+    float* out, int64_t out_stride) {
   for (int64_t r = 0; r < rows; ++r) {
     float* dst = out + r * out_stride;
-    for (int64_t j = 0; j < dv; ++j) dst[j] = 0.0f;
-    for (int32_t plane = 0; plane < planes.count; ++plane) {
+    {
+      const int32_t* a = acc + r * dv;
+      const int32_t term = row_terms[r];
+      const float factor = factors[0];
+      for (int64_t j = 0; j < dv; ++j) dst[j] = float(a[j] + term) * factor;
+    }
+    for (int32_t plane = 1; plane < count; ++plane) {
       const int32_t* a = acc + (plane * rows + r) * dv;
       const int32_t term = row_terms[plane * rows + r];
-      const float factor = factors[size_t(plane)];
+      const float factor = factors[plane];
       for (int64_t j = 0; j < dv; ++j) dst[j] += float(a[j] + term) * factor;
     }
   }
@@ -662,6 +669,9 @@ void one_head(const HeadOperands& op, int64_t d, int64_t dv, const IntegerAttent
     for (int64_t i = 0; i < m * dv; ++i) values[i] = float(int32_t(int8_t(v_codes[i])) - zv) * quant.v.scale;
   }
 
+  float plane_factors[4] = {};
+  for (int32_t plane = 0; plane < planes.count; ++plane)
+    plane_factors[plane] = float(planes.factors[size_t(plane)] * quant.v.scale);
   const int64_t prob_planes = mode == ProbsProduct::kLogPlanes ? planes.count : 1;
   const int64_t chunk =
       std::max<int64_t>(1, std::min<int64_t>(n, kChunkScores / prob_planes / std::max<int64_t>(m, 1)));
@@ -717,7 +727,7 @@ void one_head(const HeadOperands& op, int64_t d, int64_t dv, const IntegerAttent
     } else if (mode == ProbsProduct::kLogPlanes) {
       // Every plane's rows in one product, then their sum weighted by the planes' factors.
       exact_product(planes.count * rows, prob_codes_buf, m, v_codes, dv, dv, 1, output);
-      combine_planes(output, planes, rows, dv, row_terms.data(), quant.v.scale, out, out_stride);
+      combine_planes(output, plane_factors, planes.count, rows, dv, row_terms.data(), out, out_stride);
     } else {
       const auto f32 = at::TensorOptions().dtype(at::kFloat);
       matmul_into(at::from_blob(probs, {rows, m}, f32), at::from_blob(values, {m, dv}, f32),
