@@ -280,6 +280,8 @@ struct LogPlanes {
   std::vector<double> factors;
   float scale = 1.0f;
   uint32_t thresholds[4] = {0x800000u, 0x800000u, 0x800000u, 0x800000u};  // past tau: never reached
+  // For grids of at most 16 levels: plane p's byte of each code (0 where the code is not in p).
+  alignas(16) uint8_t plane_bytes[4][16] = {};
 };
 
 // Planes for power-of-two taus, when there are at most four (more would cost more than the
@@ -300,6 +302,10 @@ LogPlanes log_planes(const LogProbabilities& log) {
   for (int32_t r = 0; r < tau; ++r)
     for (int32_t j = 0; j < planes.per_class; ++j)
       planes.factors.push_back(log.scale * std::exp2(-double(r) / tau + 8.0 * j - planes.top));
+  for (int32_t c = 0; c < std::min<int32_t>(planes.levels, 16); ++c) {
+    const int32_t bit = planes.top - (c >> planes.tau_bits);
+    planes.plane_bytes[(c & (tau - 1)) * planes.per_class + (bit >> 3)][c] = uint8_t(1 << (bit & 7));
+  }
   return planes;
 }
 
@@ -403,14 +409,9 @@ __attribute__((target("avx512f,avx512bw"))) void log_planes_packed_avx512(const 
                                                                         const LogPlanes& planes, uint8_t* out,
                                                                         int64_t plane_stride, int32_t* sums) {
   constexpr int kTau = 1 << kTauBits;
-  alignas(16) uint8_t table[kPlanes][16] = {};
-  for (int32_t c = 0; c < planes.levels; ++c) {
-    const int32_t bit = planes.top - (c >> kTauBits);
-    table[(c & (kTau - 1)) * planes.per_class + (bit >> 3)][c] = uint8_t(1 << (bit & 7));
-  }
   __m512i lookup[kPlanes], totals[kPlanes];
   for (int p = 0; p < kPlanes; ++p) {
-    lookup[p] = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(table[p])));
+    lookup[p] = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(planes.plane_bytes[p])));
     totals[p] = _mm512_setzero_si512();
   }
   const __m512 factor = _mm512_set1_ps(inv_sum / planes.scale), tiny = _mm512_set1_ps(1e-20f / planes.scale);
