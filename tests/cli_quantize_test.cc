@@ -77,6 +77,7 @@ TEST_F(QuantizeCli, QuantizesReportsAndTheArtifactSegments) {
       test::run_cli("bench --runs 1 --rounds 2 --threads 1 --model " + file("model.pth") + " --model " + out);
   ASSERT_EQ(bench.exit_code, 0) << bench.output;
   EXPECT_NE(bench.output.find("bench: round 2/2"), std::string::npos) << bench.output;
+  EXPECT_NE(bench.output.find("bench: FP32 warm-up 1/1"), std::string::npos) << bench.output;
   EXPECT_NE(bench.output.find("embed min"), std::string::npos) << bench.output;
   EXPECT_NE(bench.output.find("embed RSS"), std::string::npos) << bench.output;
   EXPECT_NE(bench.output.find("FP32"), std::string::npos) << bench.output;
@@ -88,6 +89,10 @@ TEST_F(QuantizeCli, QuantizesReportsAndTheArtifactSegments) {
   EXPECT_EQ(no_rounds.exit_code, 1);
   EXPECT_NE(no_rounds.output.find("ptq4sam: error: --rounds 0: must be at least 1"), std::string::npos)
       << no_rounds.output;
+  const auto negative_warmup = test::run_cli("bench --warmup=-1 --model " + out);
+  EXPECT_EQ(negative_warmup.exit_code, 1);
+  EXPECT_NE(negative_warmup.output.find("ptq4sam: error: --warmup -1: must be at least 0"), std::string::npos)
+      << negative_warmup.output;
 }
 
 // Detections alone: the images are the folder's files, numbered by their names.
