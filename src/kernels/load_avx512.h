@@ -18,9 +18,9 @@ inline bool has_avx512() {
   return avx512;
 }
 
-// The lanes of the 16 elements from i of n: all, or the tail's first n - i.
+// The lanes of the 16 elements from i of n: all, the tail's first n - i, or none past n.
 inline __mmask16 lanes16(int64_t i, int64_t n) {
-  return n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+  return n - i >= 16 ? __mmask16(0xffff) : n > i ? __mmask16((1u << (n - i)) - 1) : __mmask16(0);
 }
 
 __attribute__((target("avx512f"), always_inline)) inline __m512 load16(const float* p, __mmask16 lanes) {

@@ -418,18 +418,15 @@ __attribute__((target("avx512f,avx512bw"))) void log_planes_packed_avx512(const 
   __m512i carries[kTau];
   threshold_carries<kTauBits>(planes, carries);
   const __m512i level_bytes = _mm512_set1_epi8(char(planes.levels));
-  const auto part = [](int64_t left) {
-    return left >= 16 ? __mmask16(0xffff) : left > 0 ? __mmask16((1u << left) - 1) : __mmask16(0);
-  };
   // The saturating packs interleave their sources per 128-bit lane: dword 4 L + s holds codes
   // 4 L .. 4 L + 3 of source s; this puts them back in order.
   const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   for (int64_t i = 0; i < n; i += 64) {
     const int64_t left = n - i;
-    const __m512i c0 = raw_log_codes16<kTauBits>(e + i, part(left), factor, tiny, carries);
-    const __m512i c1 = raw_log_codes16<kTauBits>(e + i + 16, part(left - 16), factor, tiny, carries);
-    const __m512i c2 = raw_log_codes16<kTauBits>(e + i + 32, part(left - 32), factor, tiny, carries);
-    const __m512i c3 = raw_log_codes16<kTauBits>(e + i + 48, part(left - 48), factor, tiny, carries);
+    const __m512i c0 = raw_log_codes16<kTauBits>(e + i, lanes16(i, n), factor, tiny, carries);
+    const __m512i c1 = raw_log_codes16<kTauBits>(e + i + 16, lanes16(i + 16, n), factor, tiny, carries);
+    const __m512i c2 = raw_log_codes16<kTauBits>(e + i + 32, lanes16(i + 32, n), factor, tiny, carries);
+    const __m512i c3 = raw_log_codes16<kTauBits>(e + i + 48, lanes16(i + 48, n), factor, tiny, carries);
     // Codes lie within +-131 tau: int16 holds them, and the unsigned byte pack clamps them at 0.
     const __m512i packed = _mm512_packus_epi16(_mm512_packs_epi32(c0, c1), _mm512_packs_epi32(c2, c3));
     const __m512i codes = _mm512_min_epu8(_mm512_permutexvar_epi32(order, packed), level_bytes);
