@@ -15,6 +15,8 @@
 #include <set>
 
 #include "cli/commands.h"
+#include "detect/detector.h"
+#include "io/checkpoint.h"
 #include "sam/predictor.h"
 #include "util/error.h"
 
@@ -24,7 +26,7 @@ namespace ptq4sam::cli {
 namespace {
 
 struct BenchOptions {
-  std::vector<std::string> models;
+  std::vector<std::string> models, detectors;
   quant::Backend backend = quant::Backend::kInteger;
   int runs = 3, rounds = 1, warmup = 1, threads = 0, boxes = 8;
   bool json_row = false;
@@ -122,9 +124,50 @@ nlohmann::json measure(const std::string& path, const BenchOptions& o) {
           {"weights_mb", double(resident_weight_bytes(loaded)) / 1e6}};
 }
 
-// Runs this binary on one model with --json-row and returns the row it prints.
-nlohmann::json measure_in_child(const std::string& path, const BenchOptions& o) {
-  std::vector<std::string> args = {"ptq4sam", "bench", "--json-row", "--model", path,
+// One detector, in this process: detection time (letterbox, network, decoding and NMS) on a
+// fixed pseudo-random 640 x 480 picture, which the letterbox pads to the 640 x 640 input.
+nlohmann::json measure_detector(const std::string& path, const BenchOptions& o) {
+  const auto t_load = std::chrono::steady_clock::now();
+  const std::unique_ptr<detect::Detector> detector = detect::load_detector(path);
+  const double load_s = seconds_since(t_load);
+  const std::string kind = detector->describe().substr(0, detector->describe().find(' ')) + " FP32";
+  at::manual_seed(0);
+  const at::Tensor image = at::randint(0, 256, {480, 640, 3}, at::kByte);
+  for (int run = 0; run < o.warmup; ++run) {
+    std::fprintf(stderr, "\rbench: %s warm-up %d/%d   ", kind.c_str(), run + 1, o.warmup);
+    std::fflush(stderr);
+    detector->detect(image);
+  }
+  std::vector<double> times;
+  for (int run = 0; run < o.runs; ++run) {
+    const auto start = std::chrono::steady_clock::now();
+    detector->detect(image);
+    times.push_back(seconds_since(start));
+    std::fprintf(stderr, "\rbench: %s [%d/%d] detect %.3f s   ", kind.c_str(), run + 1, o.runs, times.back());
+    std::fflush(stderr);
+  }
+  std::fprintf(stderr, "\n");
+  std::error_code ec;
+  const auto file_bytes = std::filesystem::file_size(path, ec);
+  return {{"model", path},
+          {"kind", kind},
+          {"detector", true},
+          {"load_seconds", load_s},
+          {"embed_seconds", times},
+          {"decoder_seconds", std::vector<double>{0.0}},
+          {"embed_min_seconds", *std::min_element(times.begin(), times.end())},
+          {"embed_median_seconds", median(times)},
+          {"decoder_median_seconds", 0.0},
+          {"boxes", 0},
+          {"embed_peak_rss_mb", peak_rss_mb()},
+          {"peak_rss_mb", peak_rss_mb()},
+          {"file_mb", ec ? 0.0 : double(file_bytes) / 1e6},
+          {"weights_mb", double(detector->weight_bytes()) / 1e6}};
+}
+
+// Runs this binary on one model (or detector) with --json-row and returns the row it prints.
+nlohmann::json measure_in_child(const std::string& path, bool detector, const BenchOptions& o) {
+  std::vector<std::string> args = {"ptq4sam", "bench", "--json-row", detector ? "--detector" : "--model", path,
                                    "--backend", backend_name(o.backend), "--runs", std::to_string(o.runs),
                                    "--warmup", std::to_string(o.warmup),
                                    "--threads", std::to_string(o.threads), "--boxes", std::to_string(o.boxes)};
@@ -184,12 +227,19 @@ void print_table(const std::vector<nlohmann::json>& rows) {
   for (const auto& r : rows) {
     std::string name = std::filesystem::path(r["model"].get<std::string>()).filename().string();
     if (name.size() > 40) name = "..." + name.substr(name.size() - 37);
-    std::printf("%-40s %-16s %8.3f s %8.3f s %10.1f ms %7.0f MB %7.0f MB %9.1f %11.1f\n", name.c_str(),
+    char decoder[32];
+    if (r.value("detector", false)) {
+      std::snprintf(decoder, sizeof decoder, "%13s", "-");
+    } else {
+      std::snprintf(decoder, sizeof decoder, "%10.1f ms", 1e3 * r["decoder_median_seconds"].get<double>());
+    }
+    std::printf("%-40s %-16s %8.3f s %8.3f s %s %7.0f MB %7.0f MB %9.1f %11.1f\n", name.c_str(),
                 r["kind"].get<std::string>().c_str(), r["embed_min_seconds"].get<double>(),
-                r["embed_median_seconds"].get<double>(), 1e3 * r["decoder_median_seconds"].get<double>(),
-                r["embed_peak_rss_mb"].get<double>(), r["peak_rss_mb"].get<double>(), r["file_mb"].get<double>(),
-                r["weights_mb"].get<double>());
+                r["embed_median_seconds"].get<double>(), decoder, r["embed_peak_rss_mb"].get<double>(),
+                r["peak_rss_mb"].get<double>(), r["file_mb"].get<double>(), r["weights_mb"].get<double>());
   }
+  if (std::any_of(rows.begin(), rows.end(), [](const auto& r) { return r.value("detector", false); }))
+    std::printf("(detector rows: the time columns are one detection on a 640 x 480 image, letterboxed to 640 x 640)\n");
 }
 
 int run_bench(const BenchOptions& o) {
@@ -197,11 +247,17 @@ int run_bench(const BenchOptions& o) {
   if (o.rounds < 1) throw Error("--rounds " + std::to_string(o.rounds), "must be at least 1");
   if (o.warmup < 0) throw Error("--warmup " + std::to_string(o.warmup), "must be at least 0");
   if (o.boxes < 1) throw Error("--boxes " + std::to_string(o.boxes), "must be at least 1");
-  for (const auto& model : o.models)
-    if (!std::filesystem::is_regular_file(model)) throw Error(model, "no such model file");
-  if (o.json_row || (o.models.size() == 1 && o.rounds == 1)) {
+  if (o.models.empty() && o.detectors.empty()) throw Error("bench", "give at least one --model or --detector");
+  for (const auto& list : {o.models, o.detectors})
+    for (const auto& model : list)
+      if (!std::filesystem::is_regular_file(model)) throw Error(model, "no such model file");
+  // Every row: the models, then the detectors.
+  std::vector<std::pair<std::string, bool>> entries;
+  for (const auto& m : o.models) entries.push_back({m, false});
+  for (const auto& d : o.detectors) entries.push_back({d, true});
+  if (o.json_row || (entries.size() == 1 && o.rounds == 1)) {
     init_runtime(o.threads);
-    const nlohmann::json row = measure(o.models[0], o);
+    const nlohmann::json row = entries[0].second ? measure_detector(entries[0].first, o) : measure(entries[0].first, o);
     if (o.json_row) {
       std::printf("%s\n", row.dump().c_str());
     } else {
@@ -209,11 +265,11 @@ int run_bench(const BenchOptions& o) {
     }
     return 0;
   }
-  std::vector<std::vector<nlohmann::json>> measured(o.models.size());
+  std::vector<std::vector<nlohmann::json>> measured(entries.size());
   for (int round = 0; round < o.rounds; ++round)
-    for (size_t m = 0; m < o.models.size(); ++m) {
+    for (size_t m = 0; m < entries.size(); ++m) {
       if (o.rounds > 1 && m == 0) std::fprintf(stderr, "bench: round %d/%d\n", round + 1, o.rounds);
-      measured[m].push_back(measure_in_child(o.models[m], o));
+      measured[m].push_back(measure_in_child(entries[m].first, entries[m].second, o));
     }
   std::vector<nlohmann::json> rows;
   for (const auto& rounds : measured) rows.push_back(merge_rounds(rounds));
@@ -233,10 +289,12 @@ Runner add_bench_command(CLI::App& app) {
       "  untimed ones), decoder time for one batch of --boxes box prompts, peak RSS up to the last\n"
       "  embedding and over the whole run (each model in its own process), file size and the bytes of\n"
       "  weights held in memory.\n"
+      "  --detector yolox_l.pth adds a row for the detector (its time columns: one detection).\n"
       "  --rounds 3 --runs 2 measures FP32, W8A8, W4A4, FP32, ... in turn: on a machine whose speed\n"
       "  drifts, the rows' ratios then hold better than one model after another.");
-  cmd->add_option("--model", o->models, "SAM checkpoint (.pth) or quantized artifact (.safetensors); repeatable")
-      ->required();
+  cmd->add_option("--model", o->models, "SAM checkpoint (.pth) or quantized artifact (.safetensors); repeatable");
+  cmd->add_option("--detector", o->detectors,
+                  "Detector checkpoint (YOLOX): a row timing one detection at 640 x 640; repeatable");
   add_backend_option(*cmd, o->backend);
   cmd->add_option("--runs", o->runs, "Timed runs per model and round")->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "Untimed embeddings per model and round before its timed runs")

@@ -13,6 +13,7 @@ namespace {
 struct CocoEvalOptions {
   std::string annotations, iou_type = "segm", out;
   std::vector<std::string> results;
+  std::vector<int> max_dets{1, 10, 100};
 };
 
 int run_coco_eval(const CocoEvalOptions& o) {
@@ -20,19 +21,21 @@ int run_coco_eval(const CocoEvalOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   const coco::Dataset gt = coco::load_annotations(o.annotations);
   const std::vector<coco::Annotation> dts = coco::load_results(o.results, gt, type);
-  const coco::EvalResult result = coco::evaluate(gt, dts, type);
+  coco::EvalParams params;
+  params.max_dets = o.max_dets;
+  const coco::EvalResult result = coco::evaluate(gt, dts, type, params);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s", coco::summary_text(result.stats).c_str());
+  std::printf("%s", coco::summary_text(result.stats, o.max_dets).c_str());
   std::fprintf(stderr, "coco-eval: %zu images, %zu ground truths, %zu results (%s), %.2f s\n", gt.images.size(),
                gt.annotations.size(), dts.size(), o.iou_type.c_str(), seconds);
-  if (!o.out.empty()) io::write_file_atomic(o.out, metrics_json(type, result.stats).dump(2) + "\n");
+  if (!o.out.empty()) io::write_file_atomic(o.out, metrics_json(type, result.stats, o.max_dets).dump(2) + "\n");
   return 0;
 }
 
 }  // namespace
 
-nlohmann::json metrics_json(coco::IouType type, const std::array<double, 12>& stats) {
-  nlohmann::json j = {{"iou_type", coco::to_string(type)}, {"stats", stats}};
+nlohmann::json metrics_json(coco::IouType type, const std::array<double, 12>& stats, const std::vector<int>& max_dets) {
+  nlohmann::json j = {{"iou_type", coco::to_string(type)}, {"max_dets", max_dets}, {"stats", stats}};
   for (size_t i = 0; i < stats.size(); ++i) j[coco::kStatNames[i]] = stats[i];
   return j;
 }
@@ -49,6 +52,12 @@ Runner add_coco_eval_command(CLI::App& app) {
   cmd->add_option("--results", options->results, "Result file(s), COCO results format")->required();
   cmd->add_option("--iou-type", options->iou_type, "segm or bbox")->capture_default_str();
   cmd->add_option("--out", options->out, "Write the 12 stats as JSON");
+  cmd->add_option("--max-dets", options->max_dets,
+                  "COCOeval's maxDets, three values (mmdetection and the PTQ4SAM seed: 100,300,1000)")
+      ->delimiter(',')
+      ->expected(3)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   return [options]() { return run_coco_eval(*options); };
 }
 

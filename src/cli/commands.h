@@ -22,6 +22,7 @@ Runner add_eval_command(CLI::App& app);
 Runner add_synth_coco_command(CLI::App& app);
 Runner add_quantize_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
+Runner add_detect_command(CLI::App& app);
 
 // A model from an official checkpoint (.pth) or a quantized artifact (.safetensors), which
 // runs on `backend` with its quantizers (kept alive here). Reports what runs on stderr, and
@@ -38,8 +39,10 @@ LoadedModel load_model(const std::string& path, quant::Backend backend = quant::
 void add_backend_option(CLI::App& cmd, quant::Backend& backend);
 const char* backend_name(quant::Backend backend);
 
-// The metrics.json schema: {"iou_type", "stats": [12], "AP", "AP50", ..., "ARl"}.
-nlohmann::json metrics_json(coco::IouType type, const std::array<double, 12>& stats);
+// The metrics.json schema: {"iou_type", "max_dets": [3], "stats": [12], "AP", "AP50", ..., "ARl"}
+// (the AR names are pycocotools' for maxDets 1, 10, 100 whatever `max_dets` holds).
+nlohmann::json metrics_json(coco::IouType type, const std::array<double, 12>& stats,
+                            const std::vector<int>& max_dets = {1, 10, 100});
 
 // Process-wide settings for a run: --threads (0 = all cores) for LibTorch and oneDNN, and an
 // allocator that keeps activation buffers instead of returning them to the kernel.

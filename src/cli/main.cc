@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   runners["synth-coco"] = ptq4sam::cli::add_synth_coco_command(app);
   runners["quantize"] = ptq4sam::cli::add_quantize_command(app);
   runners["bench"] = ptq4sam::cli::add_bench_command(app);
+  runners["detect"] = ptq4sam::cli::add_detect_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -14,6 +14,8 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "detect/detector.h"
+#include "eval/detections.h"
 #include "eval/prompts.h"
 #include "io/atomic_file.h"
 #include "io/image.h"
@@ -26,7 +28,7 @@ namespace ptq4sam::cli {
 namespace {
 
 struct QuantizeOptions {
-  std::string model, config, calib_images, calib_annotations, calib_prompts, out, report;
+  std::string model, config, calib_images, calib_annotations, calib_prompts, calib_detector, out, report;
   int calib_count = 0;  // 0: the config's `calibrate`
   bool quant_encoder = false;
   int threads = 0;
@@ -81,24 +83,20 @@ class ReconLine {
   std::chrono::steady_clock::time_point stage_start_;
 };
 
-// The calibration images in file order: the annotation file's images found in the folder,
-// sorted by file name, keeping those with at least one prompt box.
+// The calibration images and their prompts. With annotations, the seed's order: the annotation
+// file's images as listed, after mmdetection's training-set filter (images without annotations
+// and images whose shorter side is below 32 dropped), those found in the folder; without, the
+// folder's numbered files by name. With ground-truth or file prompts, images without a box are
+// skipped; a detector prompts every image (the seed's placeholder box where it finds nothing).
 struct CalibrationSet {
   std::vector<const coco::Image*> images;
   std::unordered_map<int64_t, std::vector<eval::BoxPrompt>> prompts;
   size_t without_prompts = 0;
+  const detect::Detector* detector = nullptr;
+  std::vector<int64_t> category_ids;  // the detector's classes in the annotations
 };
 
-// The image id a file name carries in its last digits, as COCO's 000000397133.jpg (397133) or
-// synth-coco's synth_00002.png (2); -1 without digits.
-int64_t image_id_of(const std::filesystem::path& file) {
-  const std::string stem = file.stem().string();
-  size_t first = stem.size();
-  while (first > 0 && stem[first - 1] >= '0' && stem[first - 1] <= '9') --first;
-  const std::string digits = stem.substr(first);
-  if (digits.empty()) return -1;
-  return std::stoll(digits.substr(digits.size() > 18 ? digits.size() - 18 : 0));
-}
+using eval::image_id_of;
 
 // Without annotations, the images are the folder's numbered files and the detections name
 // the categories. Sizes are read from the first `count` images that have detections (the ones
@@ -146,18 +144,34 @@ coco::Dataset dataset_from_detections(const QuantizeOptions& o, size_t count) {
   return d;
 }
 
-CalibrationSet select_calibration(const QuantizeOptions& o, const coco::Dataset& gt, size_t count) {
+// mmdetection's CocoDataset._filter_imgs(min_size=32) for a training set.
+bool passes_training_filter(const coco::Image& image, const std::set<int64_t>& annotated) {
+  return annotated.count(image.id) > 0 && std::min(image.width, image.height) >= 32;
+}
+
+CalibrationSet select_calibration(const QuantizeOptions& o, const coco::Dataset& gt, size_t count,
+                                  const detect::Detector* detector) {
+  std::set<int64_t> annotated;
+  for (const auto& a : gt.annotations) annotated.insert(a.image_id);
+  const bool annotation_order = !o.calib_annotations.empty();
   std::vector<const coco::Image*> present;
   for (const auto& image : gt.images)
-    if (!image.file_name.empty() && std::filesystem::is_regular_file(o.calib_images + "/" + image.file_name))
+    if (!image.file_name.empty() && std::filesystem::is_regular_file(o.calib_images + "/" + image.file_name) &&
+        (!annotation_order || passes_training_filter(image, annotated)))
       present.push_back(&image);
-  std::sort(present.begin(), present.end(), [](const auto* a, const auto* b) { return a->file_name < b->file_name; });
+  if (!annotation_order)
+    std::sort(present.begin(), present.end(), [](const auto* a, const auto* b) { return a->file_name < b->file_name; });
   CalibrationSet set;
-  set.prompts = eval::load_box_prompts(o.calib_prompts.empty() ? "gt" : o.calib_prompts, gt, {0.0, 100});
+  set.detector = detector;
+  if (detector) {
+    set.category_ids = eval::detector_category_ids(detector->classes(), annotation_order ? &gt : nullptr);
+  } else {
+    set.prompts = eval::load_box_prompts(o.calib_prompts.empty() ? "gt" : o.calib_prompts, gt, {0.0, INT32_MAX});
+  }
   for (const auto* image : present) {
     if (set.images.size() == count) break;
     const auto it = set.prompts.find(image->id);
-    if (it == set.prompts.end() || it->second.empty()) {
+    if (!detector && (it == set.prompts.end() || it->second.empty())) {
       ++set.without_prompts;
       continue;
     }
@@ -174,11 +188,15 @@ CalibrationSet select_calibration(const QuantizeOptions& o, const coco::Dataset&
   return set;
 }
 
-quant::CalibrationSample load_sample(const QuantizeOptions& o, const CalibrationSet& set, size_t index) {
+// Calibration reads each image once per stage; a detector's boxes are computed once.
+quant::CalibrationSample load_sample(const QuantizeOptions& o, CalibrationSet& set, size_t index) {
   const coco::Image& image = *set.images.at(index);
   quant::CalibrationSample sample;
   sample.name = image.file_name;
-  sample.image = io::read_image_rgb(o.calib_images + "/" + image.file_name);
+  const at::Tensor bgr = io::read_image_bgr(o.calib_images + "/" + image.file_name);
+  sample.image = io::swap_red_blue(bgr);
+  if (set.detector && !set.prompts.count(image.id))
+    set.prompts[image.id] = eval::prompts_from_detections(set.detector->detect(bgr), set.category_ids, {true, 0});
   for (const auto& b : set.prompts.at(image.id)) sample.boxes.push_back({b.x0, b.y0, b.x1, b.y1});
   return sample;
 }
@@ -228,11 +246,25 @@ int run_quantize(const QuantizeOptions& o) {
     throw Error("--device cuda", "this LibTorch build has no CUDA support or sees no GPU");
   const size_t count = size_t(o.calib_count > 0 ? o.calib_count : config.calibrate);
   if (!std::filesystem::is_directory(o.calib_images)) throw Error(o.calib_images, "is not a directory");
-  if (o.calib_annotations.empty() && o.calib_prompts.empty())
-    throw Error("quantize", "needs --calib-annotations (ground-truth boxes) or --calib-prompts (detections)");
-  const coco::Dataset gt =
-      o.calib_annotations.empty() ? dataset_from_detections(o, count) : coco::load_annotations(o.calib_annotations);
-  const CalibrationSet set = select_calibration(o, gt, count);
+  if (o.calib_annotations.empty() && o.calib_prompts.empty() && o.calib_detector.empty())
+    throw Error("quantize",
+                "needs --calib-annotations (ground-truth boxes), --calib-prompts (detections) or --calib-detector");
+  if (!o.calib_prompts.empty() && !o.calib_detector.empty())
+    throw Error("quantize", "give --calib-prompts or --calib-detector, not both");
+  std::unique_ptr<detect::Detector> detector;
+  if (!o.calib_detector.empty()) {
+    detector = detect::load_detector(o.calib_detector);
+    std::fprintf(stderr, "calibration prompts from %s\n", detector->describe().c_str());
+  }
+  coco::Dataset gt;
+  if (!o.calib_annotations.empty()) {
+    gt = coco::load_annotations(o.calib_annotations);
+  } else if (!o.calib_prompts.empty()) {
+    gt = dataset_from_detections(o, count);
+  } else {
+    gt.images = eval::numbered_images(o.calib_images);
+  }
+  CalibrationSet set = select_calibration(o, gt, count, detector.get());
   if (set.without_prompts > 0) std::fprintf(stderr, "skipped %zu images without prompts\n", set.without_prompts);
 
   auto model = sam::load_sam(o.model);
@@ -371,7 +403,12 @@ Runner add_quantize_command(CLI::App& app) {
                   "Detections (COCO results JSON) as box prompts instead of the ground truth; alone, the images "
                   "are the folder's files, numbered by the digits ending their names (COCO's 000000397133.jpg is image 397133)")
       ->check(CLI::ExistingFile);
-  cmd->add_option("--calib-count", o->calib_count, "Calibration images, first in file-name order (default: the config's 'calibrate', 32 in the paper)")
+  cmd->add_option("--calib-detector", o->calib_detector,
+                  "Prompt calibration with a detector's boxes (YOLOX checkpoint), as the seed does")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--calib-count", o->calib_count,
+                  "Calibration images: the first in the annotations' order after mmdetection's training-set filter "
+                  "(without annotations, in file-name order) (default: the config's 'calibrate', 32 in the paper)")
       ->check(CLI::Range(1, 1000000));
   cmd->add_flag("--quant-encoder", o->quant_encoder, "Quantize the image encoder too (the seed's --quant-encoder)");
   cmd->add_option("--out", o->out, "Quantized artifact to write (.safetensors)")->required();

@@ -6,6 +6,8 @@
 #include <map>
 #include <numeric>
 
+#include "util/error.h"
+
 namespace ptq4sam::coco {
 namespace {
 
@@ -237,6 +239,7 @@ class CocoEval {
     size_t m = M;
     for (size_t j = 0; j < M; ++j)
       if (p_.max_dets[j] == max_det) m = j;
+    if (m == M) return -1.0;  // pycocotools: an empty selection
     double sum = 0;
     size_t n = 0;
     for (size_t t = 0; t < T; ++t) {
@@ -256,13 +259,16 @@ class CocoEval {
     return n == 0 ? -1.0 : sum / double(n);
   }
 
+  // pycocotools' _summarizeDets: the first AP at maxDets 100 (its default argument, whatever
+  // params.maxDets holds), the other APs and the area ARs at maxDets[2], the ARs at each.
   void summarize(EvalResult& r) const {
-    r.stats = {summarize_one(r, true, -1, 0, 100),  summarize_one(r, true, .5, 0, 100),
-               summarize_one(r, true, .75, 0, 100), summarize_one(r, true, -1, 1, 100),
-               summarize_one(r, true, -1, 2, 100),  summarize_one(r, true, -1, 3, 100),
-               summarize_one(r, false, -1, 0, 1),   summarize_one(r, false, -1, 0, 10),
-               summarize_one(r, false, -1, 0, 100), summarize_one(r, false, -1, 1, 100),
-               summarize_one(r, false, -1, 2, 100), summarize_one(r, false, -1, 3, 100)};
+    const std::array<int, 12> dets = summary_max_dets(p_.max_dets);
+    r.stats = {summarize_one(r, true, -1, 0, dets[0]),   summarize_one(r, true, .5, 0, dets[1]),
+               summarize_one(r, true, .75, 0, dets[2]),  summarize_one(r, true, -1, 1, dets[3]),
+               summarize_one(r, true, -1, 2, dets[4]),   summarize_one(r, true, -1, 3, dets[5]),
+               summarize_one(r, false, -1, 0, dets[6]),  summarize_one(r, false, -1, 0, dets[7]),
+               summarize_one(r, false, -1, 0, dets[8]),  summarize_one(r, false, -1, 1, dets[9]),
+               summarize_one(r, false, -1, 2, dets[10]), summarize_one(r, false, -1, 3, dets[11])};
   }
 
   const Dataset& gt_;
@@ -280,29 +286,38 @@ EvalParams::EvalParams()
     : iou_thresholds(linspace(.5, 0.95, int(std::round((0.95 - .5) / .05)) + 1)),
       recall_thresholds(linspace(.0, 1.00, int(std::round((1.00 - .0) / .01)) + 1)) {}
 
+std::array<int, 12> summary_max_dets(const std::vector<int>& max_dets) {
+  if (max_dets.size() < 3) throw Error("COCOeval", "maxDets needs at least three values (pycocotools reads maxDets[2])");
+  const int a = max_dets[0], b = max_dets[1], c = max_dets[2];
+  return {100, c, c, c, c, c, a, b, c, c, c, c};
+}
+
 EvalResult evaluate(const Dataset& gt, const std::vector<Annotation>& dts, IouType type, const EvalParams& params) {
+  summary_max_dets(params.max_dets);
+  for (const int m : params.max_dets)
+    if (m < 1) throw Error("COCOeval", "maxDets must be positive");
   return CocoEval(gt, dts, type, params).run();
 }
 
-std::string summary_text(const std::array<double, 12>& stats) {
+std::string summary_text(const std::array<double, 12>& stats, const std::vector<int>& max_dets) {
   struct Line {
     bool ap;
     const char* iou;
     const char* area;
-    int max_dets;
   };
   static const Line lines[12] = {
-      {true, "0.50:0.95", "all", 100},    {true, "0.50", "all", 100},       {true, "0.75", "all", 100},
-      {true, "0.50:0.95", "small", 100},  {true, "0.50:0.95", "medium", 100}, {true, "0.50:0.95", "large", 100},
-      {false, "0.50:0.95", "all", 1},     {false, "0.50:0.95", "all", 10},  {false, "0.50:0.95", "all", 100},
-      {false, "0.50:0.95", "small", 100}, {false, "0.50:0.95", "medium", 100}, {false, "0.50:0.95", "large", 100}};
+      {true, "0.50:0.95", "all"},    {true, "0.50", "all"},         {true, "0.75", "all"},
+      {true, "0.50:0.95", "small"},  {true, "0.50:0.95", "medium"}, {true, "0.50:0.95", "large"},
+      {false, "0.50:0.95", "all"},   {false, "0.50:0.95", "all"},   {false, "0.50:0.95", "all"},
+      {false, "0.50:0.95", "small"}, {false, "0.50:0.95", "medium"}, {false, "0.50:0.95", "large"}};
+  const std::array<int, 12> dets = summary_max_dets(max_dets);
   std::string out;
   char buf[160];
   for (int i = 0; i < 12; ++i) {
     const Line& l = lines[i];
     std::snprintf(buf, sizeof(buf), " %-18s %s @[ IoU=%-9s | area=%6s | maxDets=%3d ] = %0.3f\n",
-                  l.ap ? "Average Precision" : "Average Recall", l.ap ? "(AP)" : "(AR)", l.iou, l.area, l.max_dets,
-                  stats[i]);
+                  l.ap ? "Average Precision" : "Average Recall", l.ap ? "(AP)" : "(AR)", l.iou, l.area, dets[size_t(i)],
+                  stats[size_t(i)]);
     out += buf;
   }
   return out;

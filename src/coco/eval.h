@@ -29,11 +29,18 @@ struct EvalResult {
   std::vector<double> precision, recall;
 };
 
-// Runs evaluate(), accumulate() and summarize() of pycocotools' COCOeval.
+// Runs evaluate(), accumulate() and summarize() of pycocotools' COCOeval. `max_dets` needs at
+// least three positive values (mmdetection sets 100, 300, 1000); throws ptq4sam::Error otherwise.
 EvalResult evaluate(const Dataset& gt, const std::vector<Annotation>& dts, IouType type,
                     const EvalParams& params = EvalParams());
 
+// The maxDets each of the 12 summary numbers is taken at, as pycocotools' summarize() does:
+// the first AP always at 100 (its default argument), the other APs and the area-range ARs at
+// max_dets[2], the three ARs at max_dets[0..2]. With (100, 300, 1000) the headline AP (the
+// seed's and mmdetection's segm_mAP) is at 100 detections, AP50 ... APl at 1000.
+std::array<int, 12> summary_max_dets(const std::vector<int>& max_dets);
+
 // The 12-line text COCOeval.summarize() prints.
-std::string summary_text(const std::array<double, 12>& stats);
+std::string summary_text(const std::array<double, 12>& stats, const std::vector<int>& max_dets = {1, 10, 100});
 
 }  // namespace ptq4sam::coco

@@ -1,5 +1,8 @@
 #include "io/checkpoint.h"
 
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
 
 #include "io/pickle.h"
@@ -26,6 +29,15 @@ at::Tensor StateDict::take(const std::string& name) {
   return t;
 }
 
+StateDict StateDict::under(const std::string& prefix) const {
+  StateDict out;
+  out.set_source(source_);
+  for (const auto& key : keys_)
+    if (key.size() > prefix.size() && key.compare(0, prefix.size(), prefix) == 0)
+      out.insert(key.substr(prefix.size()), index_.at(key));
+  return out;
+}
+
 namespace {
 
 void flatten(const PickleValuePtr& dict, const std::string& prefix, StateDict& out, const std::string& where) {
@@ -41,9 +53,7 @@ void flatten(const PickleValuePtr& dict, const std::string& prefix, StateDict& o
   }
 }
 
-}  // namespace
-
-StateDict load_checkpoint(const std::string& path) {
+PickleValuePtr load_zip(const std::string& path) {
   ZipArchive zip(path);
   const ZipEntry* pickle_entry = nullptr;
   for (const auto& e : zip.entries()) {
@@ -83,7 +93,107 @@ StateDict load_checkpoint(const std::string& path) {
   };
 
   Unpickler unpickler(path + ":" + pickle_entry->name, pickle, load_storage);
-  const PickleValuePtr root = unpickler.load();
+  return unpickler.load();
+}
+
+// The legacy format starts with the pickled magic number 0x1950a86a20f9469cfc6c (a LONG1 of
+// 10 bytes after a PROTO opcode), then pickles the protocol version (1001) and a dict of system
+// facts, then the object with ('storage', type, key, location, numel, view) persistent ids, then
+// the sorted list of storage keys; then, per key in that order, an int64 element count and the
+// storage's raw little-endian bytes.
+constexpr char kLegacyMagic[] = "\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e";
+constexpr size_t kLegacyMagicSize = sizeof(kLegacyMagic) - 1;
+
+bool is_legacy(std::string_view head) {
+  return head.size() >= 2 + kLegacyMagicSize && uint8_t(head[0]) == 0x80 &&
+         head.substr(2, kLegacyMagicSize) == std::string_view(kLegacyMagic, kLegacyMagicSize);
+}
+
+PickleValuePtr load_legacy(const std::string& path, const std::string& data) {
+  std::string_view rest(data);
+  size_t offset = 0;
+  // Each pickle of the stream, parsed from `offset`; storages only in the object's.
+  auto next_pickle = [&](const char* what, const Unpickler::StorageLoader& loader) {
+    Unpickler unpickler(path + " (" + what + " at byte " + std::to_string(offset) + ")", rest.substr(offset), loader);
+    PickleValuePtr value = unpickler.load();
+    offset += unpickler.consumed();
+    return value;
+  };
+  const Unpickler::StorageLoader no_storages = [&](const std::string&, at::ScalarType, int64_t) -> at::Tensor {
+    throw Error(path, "legacy checkpoint header refers to tensor data");
+  };
+  offset = 2 + kLegacyMagicSize;
+  const PickleValuePtr protocol = next_pickle("protocol version", no_storages);
+  if (protocol->kind != PickleValue::Kind::Int || protocol->int_value != 1001)
+    throw Error(path, "unsupported legacy torch.save protocol version (expected 1001)");
+  const PickleValuePtr sys_info = next_pickle("system info", no_storages);
+  if (sys_info->kind != PickleValue::Kind::Dict) throw Error(path, "legacy checkpoint has no system info dict");
+  for (const auto& [key, value] : sys_info->dict)
+    if (key->kind == PickleValue::Kind::String && key->string_value == "little_endian" && value->int_value == 0)
+      throw Error(path, "big-endian checkpoints are not supported");
+
+  // Storages are allocated when the object names them and filled from the data that follows;
+  // together they may not claim more bytes than the file holds.
+  std::map<std::string, at::Tensor> storages;
+  uint64_t claimed = 0;
+  const Unpickler::StorageLoader declare = [&](const std::string& key, at::ScalarType dtype, int64_t numel) {
+    const auto known = storages.find(key);
+    if (known != storages.end()) return known->second;
+    const uint64_t bytes = uint64_t(numel) * at::elementSize(dtype);
+    if (numel < 0 || uint64_t(numel) > data.size() || bytes > data.size() - std::min<uint64_t>(claimed, data.size()))
+      throw Error(path, "tensor storage '" + key + "' of " + std::to_string(numel) +
+                            " elements is larger than what the file holds");
+    claimed += bytes;
+    at::Tensor storage = at::empty({numel}, at::TensorOptions().dtype(dtype));
+    storages.emplace(key, storage);
+    return storage;
+  };
+  const PickleValuePtr root = next_pickle("object", declare);
+  const PickleValuePtr keys = next_pickle("storage keys", no_storages);
+  if (keys->kind != PickleValue::Kind::List) throw Error(path, "legacy checkpoint has no storage key list");
+  size_t filled = 0;
+  for (const auto& key : keys->items) {
+    if (key->kind != PickleValue::Kind::String) throw Error(path, "legacy storage key is not a string");
+    const auto it = storages.find(key->string_value);
+    if (it == storages.end()) throw Error(path, "legacy storage key '" + key->string_value + "' names no tensor");
+    at::Tensor& storage = it->second;
+    int64_t count = 0;
+    if (data.size() - offset < 8) throw Error(path, "truncated: tensor data of storage '" + key->string_value + "' is missing");
+    std::memcpy(&count, data.data() + offset, 8);
+    offset += 8;
+    if (count != storage.numel())
+      throw Error(path, "storage '" + key->string_value + "' holds " + std::to_string(count) + " elements, expected " +
+                            std::to_string(storage.numel()));
+    const size_t bytes = size_t(storage.numel()) * storage.element_size();
+    if (data.size() - offset < bytes) throw Error(path, "truncated: tensor data of storage '" + key->string_value + "' is cut short");
+    std::memcpy(storage.data_ptr(), data.data() + offset, bytes);
+    offset += bytes;
+    ++filled;
+  }
+  if (filled != storages.size()) throw Error(path, "legacy checkpoint lacks the data of some tensor storages");
+  return root;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path, "cannot open file");
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::string read_head(const std::string& path, size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path, "cannot open file");
+  std::string head(n, '\0');
+  in.read(head.data(), std::streamsize(n));
+  head.resize(size_t(in.gcount()));
+  return head;
+}
+
+}  // namespace
+
+StateDict load_checkpoint(const std::string& path) {
+  // The zip reader names what is wrong with anything that is not a legacy file either.
+  const PickleValuePtr root = is_legacy(read_head(path, 64)) ? load_legacy(path, read_file(path)) : load_zip(path);
   if (root->kind != PickleValue::Kind::Dict) throw Error(path, "checkpoint root is not a dict of tensors");
   StateDict state;
   state.set_source(path);

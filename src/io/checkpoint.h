@@ -21,6 +21,8 @@ class StateDict {
   void set_source(std::string source) { source_ = std::move(source); }
   // Removes and returns a tensor, so that a model taking ownership leaves no second copy.
   at::Tensor take(const std::string& name);
+  // The entries under `prefix` ("state_dict."), with the prefix removed; same source.
+  StateDict under(const std::string& prefix) const;
 
  private:
   std::string source_;
@@ -28,10 +30,14 @@ class StateDict {
   std::unordered_map<std::string, at::Tensor> index_;
 };
 
-// Loads every tensor of a torch.save zip checkpoint whose pickle root is a (Ordered)dict of
-// name -> tensor (nested dicts are flattened with '.'). Storages shared between views are read
-// once; tensors keep their dtype, shape and strides. Never runs pickled code. Throws
-// ptq4sam::Error naming the file for anything it cannot read.
+// Loads every tensor of a torch.save checkpoint whose pickle root is a (Ordered)dict (nested
+// dicts are flattened with '.': mmdetection's {'meta', 'state_dict'} gives "state_dict.<key>",
+// Megvii's {'model', 'optimizer', ...} gives "model.<key>"; other values are skipped). Both of
+// torch.save's formats: the zip archive (torch >= 1.6) and the legacy stream of pickles
+// (`_use_new_zipfile_serialization=False`, as mmdetection's model zoo publishes). Storages
+// shared between views are read once; tensors keep their dtype, shape and strides. Never runs
+// pickled code. Throws ptq4sam::Error naming the file for anything it cannot read; a legacy
+// file's storages together may not claim more bytes than the file holds.
 StateDict load_checkpoint(const std::string& path);
 
 // Writes tensors in torch.save's zip format (protocol-2 pickle of an OrderedDict, one storage

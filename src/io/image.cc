@@ -10,7 +10,7 @@
 
 namespace ptq4sam::io {
 
-at::Tensor read_image_rgb(const std::string& path) {
+at::Tensor read_image_bgr(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path, "cannot open image file");
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -23,13 +23,15 @@ at::Tensor read_image_rgb(const std::string& path) {
     bgr.release();
   }
   if (bgr.empty()) throw Error(path, "cannot decode image (corrupt or unsupported format)");
-  cv::Mat rgb;
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-  at::Tensor out = at::empty({rgb.rows, rgb.cols, 3}, at::kByte);
-  for (int y = 0; y < rgb.rows; ++y)
-    std::memcpy(out.data_ptr<uint8_t>() + int64_t(y) * rgb.cols * 3, rgb.ptr<uint8_t>(y), size_t(rgb.cols) * 3);
+  at::Tensor out = at::empty({bgr.rows, bgr.cols, 3}, at::kByte);
+  for (int y = 0; y < bgr.rows; ++y)
+    std::memcpy(out.data_ptr<uint8_t>() + int64_t(y) * bgr.cols * 3, bgr.ptr<uint8_t>(y), size_t(bgr.cols) * 3);
   return out;
 }
+
+at::Tensor swap_red_blue(const at::Tensor& image) { return image.flip({2}).contiguous(); }
+
+at::Tensor read_image_rgb(const std::string& path) { return swap_red_blue(read_image_bgr(path)); }
 
 void write_png(const std::string& path, const at::Tensor& image) {
   const at::Tensor img = image.contiguous();

@@ -10,6 +10,13 @@ namespace ptq4sam::io {
 // naming the file when it is missing or does not decode.
 at::Tensor read_image_rgb(const std::string& path);
 
+// The same decoding in OpenCV's BGR order (cv2.imread / mmcv.imfrombytes, as mmdetection's
+// pipelines read images).
+at::Tensor read_image_bgr(const std::string& path);
+
+// H x W x 3 BGR <-> RGB (a new contiguous tensor).
+at::Tensor swap_red_blue(const at::Tensor& image);
+
 // Encodes an H x W x 3 RGB or H x W gray uint8 tensor as PNG and writes it atomically.
 void write_png(const std::string& path, const at::Tensor& image);
 

@@ -36,7 +36,10 @@ class Unpickler {
   // `where` names the source in error messages (e.g. "model.pth:archive/data.pkl").
   Unpickler(std::string where, std::string_view data, StorageLoader load_storage);
 
+  // Reads one pickle, up to and including its STOP opcode.
   PickleValuePtr load();
+  // Bytes of `data` read so far: where the next pickle of a stream of pickles begins.
+  size_t consumed() const { return pos_; }
 
  private:
   [[noreturn]] void fail(const std::string& problem) const;

@@ -42,7 +42,7 @@ ZipArchive::ZipArchive(std::string path) : path_(std::move(path)) {
     read_at(0, magic, 4);
     if (le32(magic) == kLocalFileHeaderSig)
       throw Error(path_, "truncated zip archive (no end-of-central-directory record)");
-    throw Error(path_, "not a zip archive (legacy or non-torch.save format?)");
+    throw Error(path_, "not a zip archive (nor a legacy torch.save file)");
   }
   uint64_t count = le16(&tail[eocd + 10]);
   uint64_t dir_size = le32(&tail[eocd + 12]);

@@ -9,17 +9,32 @@
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "kernels/onednn.h"
 #include "util/error.h"
 
 namespace ptq4sam::kernels {
-namespace {
-
-using dnnl::memory;
 
 dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
 }
+
+void execute(const dnnl::primitive& primitive, std::unordered_map<int, dnnl::memory>& args,
+             const dnnl::memory::desc& scratchpad) {
+  thread_local std::vector<uint8_t> buffer;
+  const size_t bytes = scratchpad.get_size();
+  if (bytes > 0) {
+    if (buffer.size() < bytes) buffer.resize(bytes);
+    args.insert_or_assign(DNNL_ARG_SCRATCHPAD, dnnl::memory(scratchpad, cpu_engine(), buffer.data()));
+  }
+  dnnl::stream stream(cpu_engine());
+  primitive.execute(stream, args);
+  stream.wait();
+}
+
+namespace {
+
+using dnnl::memory;
 
 memory::desc desc2d(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
   return memory::desc({rows, cols}, memory::data_type::f32, {row_stride, col_stride});
@@ -87,15 +102,7 @@ void run_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias
                                        {DNNL_ARG_DST, mem(out, key.m, key.n)}};
   if (bias.defined())
     args.emplace(DNNL_ARG_BIAS, memory(desc2d(1, key.n, key.n, 1), engine, const_cast<float*>(bias.data_ptr<float>())));
-  thread_local std::vector<uint8_t> scratchpad;
-  const size_t scratchpad_bytes = cached.scratchpad.get_size();
-  if (scratchpad_bytes > 0) {
-    if (scratchpad.size() < scratchpad_bytes) scratchpad.resize(scratchpad_bytes);
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(cached.scratchpad, engine, scratchpad.data()));
-  }
-  dnnl::stream stream(engine);
-  cached.primitive.execute(stream, args);
-  stream.wait();
+  execute(cached.primitive, args, cached.scratchpad);
 }
 
 }  // namespace

@@ -1,0 +1,51 @@
+#include "detect/detector.h"
+
+#include <algorithm>
+
+#include "detect/yolox_detector.h"
+#include "io/checkpoint.h"
+#include "util/error.h"
+
+namespace ptq4sam::detect {
+
+std::unique_ptr<Detector> load_detector(const std::string& path, const DetectorOptions& options) {
+  const io::StateDict checkpoint = io::load_checkpoint(path);
+  // Every detector's own check names what it lacks; YOLOX is the only one so far.
+  return std::make_unique<YoloxDetector>(yolox_state_dict(checkpoint), options);
+}
+
+std::vector<Detection> order_by_class(const std::vector<Detection>& detections) {
+  std::vector<Detection> out = detections;
+  std::stable_sort(out.begin(), out.end(), [](const Detection& a, const Detection& b) { return a.label < b.label; });
+  return out;
+}
+
+const std::vector<std::string>& coco_class_names() {
+  static const std::vector<std::string> names = {
+      "person",        "bicycle",      "car",           "motorcycle",    "airplane",     "bus",
+      "train",         "truck",        "boat",          "traffic light", "fire hydrant", "stop sign",
+      "parking meter", "bench",        "bird",          "cat",           "dog",          "horse",
+      "sheep",         "cow",          "elephant",      "bear",          "zebra",        "giraffe",
+      "backpack",      "umbrella",     "handbag",       "tie",           "suitcase",     "frisbee",
+      "skis",          "snowboard",    "sports ball",   "kite",          "baseball bat", "baseball glove",
+      "skateboard",    "surfboard",    "tennis racket", "bottle",        "wine glass",   "cup",
+      "fork",          "knife",        "spoon",         "bowl",          "banana",       "apple",
+      "sandwich",      "orange",       "broccoli",      "carrot",        "hot dog",      "pizza",
+      "donut",         "cake",         "chair",         "couch",         "potted plant", "bed",
+      "dining table",  "toilet",       "tv",            "laptop",        "mouse",        "remote",
+      "keyboard",      "cell phone",   "microwave",     "oven",          "toaster",      "sink",
+      "refrigerator",  "book",         "clock",         "vase",          "scissors",     "teddy bear",
+      "hair drier",    "toothbrush"};
+  return names;
+}
+
+const std::vector<int64_t>& coco_category_ids() {
+  static const std::vector<int64_t> ids = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 13, 14, 15, 16, 17,
+                                           18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34, 35, 36,
+                                           37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
+                                           54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73,
+                                           74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90};
+  return ids;
+}
+
+}  // namespace ptq4sam::detect
