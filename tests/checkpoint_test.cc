@@ -93,6 +93,49 @@ TEST(Checkpoint, TruncatedAtEveryCut) {
   }
 }
 
+// A hand-made legacy torch.save file (`_use_new_zipfile_serialization=False`) holding one
+// float tensor "w" of `numel` elements viewed as (4,), whose storage claims `claimed` elements.
+std::string legacy_file(int32_t claimed, const std::vector<float>& data) {
+  const auto unicode = [](const std::string& s) {
+    const uint32_t n = uint32_t(s.size());
+    return std::string("X") + std::string(reinterpret_cast<const char*>(&n), 4) + s;
+  };
+  std::string out("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e", 15);  // magic number
+  out += std::string("\x80\x02M\xe9\x03.", 6);                                          // protocol 1001
+  out += "\x80\x02}.";                                                                   // system info
+  out += "\x80\x02}(" + unicode("w") + "ctorch._utils\n_rebuild_tensor_v2\n((" + unicode("storage") +
+         "ctorch\nFloatStorage\n" + unicode("0") + unicode("cpu") + "J" +
+         std::string(reinterpret_cast<const char*>(&claimed), 4) + std::string("NtQK\x00K\x04\x85K\x01\x85\x89", 12) +
+         "ccollections\nOrderedDict\n)RtRu.";
+  out += "\x80\x02]" + unicode("0") + "a.";  // storage keys
+  const int64_t count = int64_t(data.size());
+  out += std::string(reinterpret_cast<const char*>(&count), 8);
+  out += std::string(reinterpret_cast<const char*>(data.data()), data.size() * 4);
+  return out;
+}
+
+TEST(Checkpoint, ReadsTheLegacyFormat) {
+  test::TempDir dir;
+  test::write_bytes(dir.file("legacy.pth"), legacy_file(4, {1.0f, 2.0f, 3.0f, 4.0f}));
+  const io::StateDict state = io::load_checkpoint(dir.file("legacy.pth"));
+  ASSERT_EQ(state.size(), 1u);
+  EXPECT_TRUE(at::equal(state.at("w"), at::tensor({1.0f, 2.0f, 3.0f, 4.0f})));
+}
+
+TEST(Checkpoint, LegacyStorageLargerThanTheFileIsRefusedBeforeAllocating) {
+  test::TempDir dir;
+  // 1e9 floats (4 GB) claimed by a file of a few hundred bytes.
+  test::write_bytes(dir.file("huge.pth"), legacy_file(1000000000, {1.0f, 2.0f, 3.0f, 4.0f}));
+  const std::string msg = error_of([&] { io::load_checkpoint(dir.file("huge.pth")); });
+  EXPECT_NE(msg.find("huge.pth: tensor storage '0' of 1000000000 elements is larger than what the file holds"),
+            std::string::npos)
+      << msg;
+  // A count in the data that disagrees with the object's.
+  test::write_bytes(dir.file("count.pth"), legacy_file(5, {1.0f, 2.0f, 3.0f, 4.0f}));
+  const std::string count = error_of([&] { io::load_checkpoint(dir.file("count.pth")); });
+  EXPECT_NE(count.find("count.pth: storage '0' holds 4 elements, expected 5"), std::string::npos) << count;
+}
+
 TEST(Checkpoint, ForbiddenGlobalIsNamedAndNeverRun) {
   // A pickle that would call os.system: the reader must refuse it by name.
   const std::string pickle = std::string("\x80\x02") + "cos\nsystem\n" + "X\x04\x00\x00\x00true" + "\x85R.";

@@ -106,6 +106,8 @@ TEST_F(DetectCli, EvalWithADetectorReportsBothProtocols) {
   EXPECT_EQ(metrics["max_dets"], json({1, 10, 100}));
   EXPECT_EQ(metrics["seed_protocol"]["max_dets"], json({100, 300, 1000}));
   ASSERT_EQ(metrics["seed_protocol"]["stats"].size(), 12u);
+  EXPECT_EQ(metrics["seed_protocol"]["AR1000"], metrics["seed_protocol"]["stats"][8]);
+  EXPECT_EQ(metrics["AR100"], metrics["stats"][8]);
   // Every bus and clock detection prompts SAM (the same count as `detect` gives): no cap.
   const json results = read_json(out + "/results_segm.json");
   const auto dets = test::run_cli("detect --detector " + detector_ + " --images " + file("photo") + " --annotations " +

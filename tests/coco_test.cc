@@ -71,6 +71,39 @@ TEST_P(CocoEvalFixture, TwelveStatsMatchPycocotools) {
 
 INSTANTIATE_TEST_SUITE_P(SegmAndBbox, CocoEvalFixture, ::testing::Values("segm", "bbox"));
 
+// mmdetection's maxDets (100, 300, 1000), as pycocotools' summarize() reads them: the headline
+// AP stays at its default 100 detections, AP50 ... APl and the area ARs move to maxDets[2], the
+// three ARs to each. The fixture has at most a few dozen detections per image, so every figure
+// taken at 300 or 1000 equals the standard one at 100.
+TEST(CocoEval, MmdetectionMaxDetsFollowPycocotoolsSummary) {
+  PTQ4SAM_REQUIRE_FIXTURES("coco_small");
+  EXPECT_EQ(coco::summary_max_dets({100, 300, 1000}),
+            (std::array<int, 12>{100, 1000, 1000, 1000, 1000, 1000, 100, 300, 1000, 1000, 1000, 1000}));
+  EXPECT_EQ(coco::summary_max_dets({1, 10, 100}), (std::array<int, 12>{100, 100, 100, 100, 100, 100, 1, 10, 100, 100, 100, 100}));
+  const coco::Dataset gt = coco::load_annotations(fixtures + "/coco_small/instances.json");
+  const auto dts = coco::load_results({fixtures + "/coco_small/results_segm.json"}, gt, coco::IouType::kSegm);
+  const coco::EvalResult standard = coco::evaluate(gt, dts, coco::IouType::kSegm);
+  // Without 100 among them the headline AP is undefined (-1), as pycocotools' empty selection.
+  coco::EvalParams no_100;
+  no_100.max_dets = {10, 20, 30};
+  EXPECT_EQ(coco::evaluate(gt, dts, coco::IouType::kSegm, no_100).stats[0], -1.0);
+  coco::EvalParams two;
+  two.max_dets = {1, 10};
+  EXPECT_THROW(coco::evaluate(gt, dts, coco::IouType::kSegm, two), Error);
+  coco::EvalParams seed;
+  seed.max_dets = {100, 300, 1000};
+  const coco::EvalResult r = coco::evaluate(gt, dts, coco::IouType::kSegm, seed);
+  EXPECT_NE(coco::summary_text(r.stats, seed.max_dets).find("maxDets=1000 ] ="), std::string::npos);
+  std::map<int64_t, size_t> per_image;
+  for (const auto& d : dts) ++per_image[d.image_id];
+  size_t most = 0;
+  for (const auto& [id, n] : per_image) most = std::max(most, n);
+  if (most > 100) GTEST_SKIP() << "an image has more than 100 results: 300 and 1000 would differ from 100";
+  for (size_t i = 0; i < 6; ++i) EXPECT_DOUBLE_EQ(r.stats[i], standard.stats[i]) << coco::kStatNames[i];
+  for (size_t i = 6; i < 9; ++i) EXPECT_DOUBLE_EQ(r.stats[i], standard.stats[8]) << i;  // all at >= 100
+  for (size_t i = 9; i < 12; ++i) EXPECT_DOUBLE_EQ(r.stats[i], standard.stats[i]) << coco::kStatNames[i];
+}
+
 TEST(CocoEvalCli, PrintsSummaryWritesMetricsAndMergesShards) {
   PTQ4SAM_REQUIRE_FIXTURES("coco_small");
   test::TempDir dir;

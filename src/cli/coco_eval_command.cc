@@ -37,6 +37,11 @@ int run_coco_eval(const CocoEvalOptions& o) {
 nlohmann::json metrics_json(coco::IouType type, const std::array<double, 12>& stats, const std::vector<int>& max_dets) {
   nlohmann::json j = {{"iou_type", coco::to_string(type)}, {"max_dets", max_dets}, {"stats", stats}};
   for (size_t i = 0; i < stats.size(); ++i) j[coco::kStatNames[i]] = stats[i];
+  // The three ARs are named for the maxDets they are taken at (AR1, AR10, AR100 by default;
+  // AR100, AR300, AR1000 with mmdetection's).
+  for (const char* name : {"AR1", "AR10", "AR100"}) j.erase(name);
+  const std::array<int, 12> dets = coco::summary_max_dets(max_dets);
+  for (size_t i = 6; i < 9; ++i) j["AR" + std::to_string(dets[i])] = stats[i];
   return j;
 }
 

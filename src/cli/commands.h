@@ -39,8 +39,8 @@ LoadedModel load_model(const std::string& path, quant::Backend backend = quant::
 void add_backend_option(CLI::App& cmd, quant::Backend& backend);
 const char* backend_name(quant::Backend backend);
 
-// The metrics.json schema: {"iou_type", "max_dets": [3], "stats": [12], "AP", "AP50", ..., "ARl"}
-// (the AR names are pycocotools' for maxDets 1, 10, 100 whatever `max_dets` holds).
+// The metrics.json schema: {"iou_type", "max_dets": [3], "stats": [12], "AP", "AP50", "AP75",
+// "APs", "APm", "APl", "AR<max_dets[0]>", "AR<max_dets[1]>", "AR<max_dets[2]>", "ARs", "ARm", "ARl"}.
 nlohmann::json metrics_json(coco::IouType type, const std::array<double, 12>& stats,
                             const std::vector<int>& max_dets = {1, 10, 100});
 

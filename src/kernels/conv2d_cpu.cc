@@ -24,7 +24,8 @@ memory::desc nhwc(int64_t n, int64_t c, int64_t h, int64_t w) {
 }  // namespace
 
 struct Conv2d::Impl {
-  at::Tensor weight;  // (O, I, k, k) contiguous, oneDNN's oihw
+  int64_t out_channels, in_channels, kernel;
+  at::Tensor weight;  // (O, I, k, k) contiguous (oneDNN's oihw), until reordered
   at::Tensor bias;    // (O) or undefined
   int64_t stride, padding;
   ConvActivation activation;
@@ -38,21 +39,30 @@ struct Conv2d::Impl {
   };
   std::mutex mutex;
   std::map<std::tuple<int64_t, int64_t, int64_t>, std::shared_ptr<const Prepared>> prepared;
+  // The weights in each layout asked for; the plain one (over `weight`) only until the first
+  // reorder, so that one copy of the weights stays resident. Another layout is reordered from
+  // whichever is held.
   std::vector<std::pair<memory::desc, std::shared_ptr<memory>>> weight_layouts;
 
-  int64_t out_size(int64_t in) const { return (in + 2 * padding - weight.size(2)) / stride + 1; }
+  int64_t out_size(int64_t in) const { return (in + 2 * padding - kernel) / stride + 1; }
+
+  void hold_plain_weights() {
+    const memory::desc plain({out_channels, in_channels, kernel, kernel}, memory::data_type::f32, memory::format_tag::oihw);
+    weight_layouts.emplace_back(plain, std::make_shared<memory>(plain, cpu_engine(), weight.data_ptr<float>()));
+  }
 
   std::shared_ptr<memory> weights_in(const memory::desc& layout) {
     for (const auto& [desc, mem] : weight_layouts)
       if (desc == layout) return mem;
     auto& engine = cpu_engine();
-    const memory::desc plain({weight.size(0), weight.size(1), weight.size(2), weight.size(3)}, memory::data_type::f32,
-                             memory::format_tag::oihw);
-    memory source(plain, engine, weight.data_ptr<float>());
     auto reordered = std::make_shared<memory>(layout, engine);
     dnnl::stream stream(engine);
-    dnnl::reorder(source, *reordered).execute(stream, source, *reordered);
+    dnnl::reorder(*weight_layouts.front().second, *reordered).execute(stream, *weight_layouts.front().second, *reordered);
     stream.wait();
+    if (weight.defined()) {  // the plain copy is no longer needed
+      weight_layouts.clear();
+      weight = at::Tensor();
+    }
     weight_layouts.emplace_back(layout, reordered);
     return reordered;
   }
@@ -63,12 +73,12 @@ struct Conv2d::Impl {
     const auto it = prepared.find(key);
     if (it != prepared.end()) return it->second;
     const int64_t oh = out_size(h), ow = out_size(w);
-    const int64_t k = weight.size(2);
-    const memory::desc src = nhwc(n, weight.size(1), h, w);
-    const memory::desc dst = nhwc(n, weight.size(0), oh, ow);
-    const memory::desc any_weights({weight.size(0), weight.size(1), k, k}, memory::data_type::f32, memory::format_tag::any);
+    const memory::desc src = nhwc(n, in_channels, h, w);
+    const memory::desc dst = nhwc(n, out_channels, oh, ow);
+    const memory::desc any_weights({out_channels, in_channels, kernel, kernel}, memory::data_type::f32,
+                                   memory::format_tag::any);
     const memory::desc bias_desc =
-        bias.defined() ? memory::desc({weight.size(0)}, memory::data_type::f32, memory::format_tag::x) : memory::desc();
+        bias.defined() ? memory::desc({out_channels}, memory::data_type::f32, memory::format_tag::x) : memory::desc();
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (activation == ConvActivation::kSilu) {
@@ -96,19 +106,25 @@ Conv2d::Conv2d(const at::Tensor& weight, const at::Tensor& bias, int64_t stride,
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0)))
     throw Error("Conv2d", "bias must have one value per output channel");
   if (stride < 1 || padding < 0) throw Error("Conv2d", "stride must be >= 1 and padding >= 0");
+  impl_->out_channels = weight.size(0);
+  impl_->in_channels = weight.size(1);
+  impl_->kernel = weight.size(2);
+  // A copy of its own: the caller's tensor may be a view of a checkpoint's storage.
   impl_->weight = weight.contiguous().clone();
   impl_->bias = bias.defined() ? bias.to(at::kFloat).contiguous().clone() : bias;
   impl_->stride = stride;
   impl_->padding = padding;
   impl_->activation = activation;
+  impl_->hold_plain_weights();
 }
 
-int64_t Conv2d::in_channels() const { return impl_->weight.size(1); }
-int64_t Conv2d::out_channels() const { return impl_->weight.size(0); }
-int64_t Conv2d::kernel_size() const { return impl_->weight.size(2); }
+int64_t Conv2d::in_channels() const { return impl_->in_channels; }
+int64_t Conv2d::out_channels() const { return impl_->out_channels; }
+int64_t Conv2d::kernel_size() const { return impl_->kernel; }
 
 double Conv2d::macs(int64_t height, int64_t width) const {
-  return double(impl_->out_size(height)) * double(impl_->out_size(width)) * double(impl_->weight.numel());
+  return double(impl_->out_size(height)) * double(impl_->out_size(width)) *
+         double(impl_->out_channels * impl_->in_channels * impl_->kernel * impl_->kernel);
 }
 
 at::Tensor Conv2d::forward(const at::Tensor& x) const {
