@@ -5,8 +5,8 @@
 namespace ptq4sam::detect {
 namespace {
 
-const at::Tensor& tensor(const io::StateDict& state, const std::string& name, int64_t dim) {
-  const at::Tensor& t = state.at(name);
+at::Tensor take(io::StateDict& state, const std::string& name, int64_t dim) {
+  at::Tensor t = state.take(name);
   if (t.dim() != dim || !t.is_floating_point() || t.numel() == 0)
     throw Error(state.source(), "'" + name + "' must be a non-empty " + std::to_string(dim) + "-d float tensor");
   return t;
@@ -14,15 +14,15 @@ const at::Tensor& tensor(const io::StateDict& state, const std::string& name, in
 
 }  // namespace
 
-kernels::Conv2d load_conv_module(const io::StateDict& state, const std::string& prefix, int64_t stride) {
-  const at::Tensor weight = tensor(state, prefix + ".conv.weight", 4).to(at::kDouble);
+kernels::Conv2d load_conv_module(io::StateDict& state, const std::string& prefix, int64_t stride) {
+  const at::Tensor weight = take(state, prefix + ".conv.weight", 4).to(at::kDouble);
   const int64_t out = weight.size(0);
   if (weight.size(2) != weight.size(3) || weight.size(2) % 2 == 0)
     throw Error(state.source(), "'" + prefix + ".conv.weight' must have an odd square kernel");
   at::Tensor bn[4];
   const char* const names[] = {"weight", "bias", "running_mean", "running_var"};
   for (int i = 0; i < 4; ++i) {
-    bn[i] = tensor(state, prefix + ".bn." + names[i], 1).to(at::kDouble);
+    bn[i] = take(state, prefix + ".bn." + names[i], 1).to(at::kDouble);
     if (bn[i].size(0) != out)
       throw Error(state.source(), "'" + prefix + ".bn." + names[i] + "' has " + std::to_string(bn[i].size(0)) +
                                       " values for " + std::to_string(out) + " channels");
@@ -34,9 +34,9 @@ kernels::Conv2d load_conv_module(const io::StateDict& state, const std::string& 
   return kernels::Conv2d(folded_weight, folded_bias, stride, (weight.size(2) - 1) / 2, kernels::ConvActivation::kSilu);
 }
 
-kernels::Conv2d load_conv(const io::StateDict& state, const std::string& prefix) {
-  const at::Tensor& weight = tensor(state, prefix + ".weight", 4);
-  const at::Tensor& bias = tensor(state, prefix + ".bias", 1);
+kernels::Conv2d load_conv(io::StateDict& state, const std::string& prefix) {
+  const at::Tensor weight = take(state, prefix + ".weight", 4);
+  const at::Tensor bias = take(state, prefix + ".bias", 1);
   if (bias.size(0) != weight.size(0) || weight.size(2) != weight.size(3) || weight.size(2) % 2 == 0)
     throw Error(state.source(), "'" + prefix + "' has mismatched weight and bias shapes");
   return kernels::Conv2d(weight.to(at::kFloat), bias.to(at::kFloat), 1, (weight.size(2) - 1) / 2);
@@ -48,7 +48,7 @@ size_t count_indexed(const io::StateDict& state, const std::string& prefix, cons
   return n;
 }
 
-DarknetBottleneck::DarknetBottleneck(const io::StateDict& state, const std::string& prefix, bool add_identity)
+DarknetBottleneck::DarknetBottleneck(io::StateDict& state, const std::string& prefix, bool add_identity)
     : conv1_(load_conv_module(state, prefix + ".conv1")),
       conv2_(load_conv_module(state, prefix + ".conv2")),
       add_identity_(add_identity) {
@@ -63,7 +63,7 @@ at::Tensor DarknetBottleneck::forward(const at::Tensor& x) const {
   return out;
 }
 
-CSPLayer::CSPLayer(const io::StateDict& state, const std::string& prefix, bool add_identity)
+CSPLayer::CSPLayer(io::StateDict& state, const std::string& prefix, bool add_identity)
     : main_conv_(load_conv_module(state, prefix + ".main_conv")),
       short_conv_(load_conv_module(state, prefix + ".short_conv")),
       final_conv_(load_conv_module(state, prefix + ".final_conv")) {
@@ -81,7 +81,7 @@ at::Tensor CSPLayer::forward(const at::Tensor& x) const {
   return final_conv_.forward(cat);
 }
 
-SPPBottleneck::SPPBottleneck(const io::StateDict& state, const std::string& prefix)
+SPPBottleneck::SPPBottleneck(io::StateDict& state, const std::string& prefix)
     : conv1_(load_conv_module(state, prefix + ".conv1")), conv2_(load_conv_module(state, prefix + ".conv2")) {
   if (conv2_.in_channels() != 4 * conv1_.out_channels())
     throw Error(state.source(), "'" + prefix + "' conv2 must take four times conv1's width");

@@ -1,7 +1,8 @@
 #pragma once
 // The building blocks of YOLOX as mmdetection names them (mmdet/models/utils/csp_layer.py,
 // backbones/csp_darknet.py, mmcv's ConvModule): each loads from a state dict under its prefix,
-// with batch norm folded into the convolution.
+// with batch norm folded into the convolution, and takes the tensors it uses out of the dict,
+// so that a checkpoint's weights are freed as the model is built (one copy resident, not two).
 #include <ATen/ATen.h>
 
 #include <string>
@@ -17,15 +18,15 @@ constexpr double kYoloxBatchNormEps = 1e-3;
 
 // mmcv's ConvModule: conv (no bias, zero padding (k - 1) / 2) -> BN -> Swish. `<prefix>.conv.weight`
 // and `<prefix>.bn.{weight,bias,running_mean,running_var}`; BN is folded in float64.
-kernels::Conv2d load_conv_module(const io::StateDict& state, const std::string& prefix, int64_t stride = 1);
+kernels::Conv2d load_conv_module(io::StateDict& state, const std::string& prefix, int64_t stride = 1);
 
 // A plain convolution with bias, no norm, no activation (`<prefix>.weight`, `<prefix>.bias`).
-kernels::Conv2d load_conv(const io::StateDict& state, const std::string& prefix);
+kernels::Conv2d load_conv(io::StateDict& state, const std::string& prefix);
 
 // conv1 (1x1) -> conv2 (3x3), plus the input when `add_identity` and the widths agree.
 class DarknetBottleneck {
  public:
-  DarknetBottleneck(const io::StateDict& state, const std::string& prefix, bool add_identity);
+  DarknetBottleneck(io::StateDict& state, const std::string& prefix, bool add_identity);
   at::Tensor forward(const at::Tensor& x) const;
 
  private:
@@ -37,7 +38,7 @@ class DarknetBottleneck {
 // state dict.
 class CSPLayer {
  public:
-  CSPLayer(const io::StateDict& state, const std::string& prefix, bool add_identity);
+  CSPLayer(io::StateDict& state, const std::string& prefix, bool add_identity);
   at::Tensor forward(const at::Tensor& x) const;
   size_t num_blocks() const { return blocks_.size(); }
 
@@ -50,7 +51,7 @@ class CSPLayer {
 // k / 2 (padded cells never win, as PyTorch pads max pooling with -inf).
 class SPPBottleneck {
  public:
-  SPPBottleneck(const io::StateDict& state, const std::string& prefix);
+  SPPBottleneck(io::StateDict& state, const std::string& prefix);
   at::Tensor forward(const at::Tensor& x) const;
 
  private:

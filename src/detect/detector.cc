@@ -9,9 +9,11 @@
 namespace ptq4sam::detect {
 
 std::unique_ptr<Detector> load_detector(const std::string& path, const DetectorOptions& options) {
-  const io::StateDict checkpoint = io::load_checkpoint(path);
-  // Every detector's own check names what it lacks; YOLOX is the only one so far.
-  return std::make_unique<YoloxDetector>(yolox_state_dict(checkpoint), options);
+  // Every detector's own check names what it lacks; YOLOX is the only one so far. The
+  // checkpoint itself is gone once its model's entries are picked, so that building the model
+  // frees each weight as it is folded.
+  io::StateDict state = yolox_state_dict(io::load_checkpoint(path));
+  return std::make_unique<YoloxDetector>(std::move(state), options);
 }
 
 std::vector<Detection> order_by_class(const std::vector<Detection>& detections) {

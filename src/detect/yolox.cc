@@ -58,7 +58,7 @@ std::string YoloxConfig::describe() const {
   return buf;
 }
 
-CSPDarknet::CSPDarknet(const io::StateDict& state, const std::string& prefix)
+CSPDarknet::CSPDarknet(io::StateDict& state, const std::string& prefix)
     : stem_(load_conv_module(state, prefix + ".stem.conv")), spp_(state, prefix + ".stage4.1") {
   if (stem_.in_channels() != 12) throw Error(state.source(), "'" + prefix + ".stem.conv' must take 12 channels (Focus)");
   for (int stage = 1; stage <= 4; ++stage) {
@@ -98,7 +98,7 @@ std::array<at::Tensor, 3> CSPDarknet::forward(const at::Tensor& image) const {
   return outs;
 }
 
-YOLOXPAFPN::YOLOXPAFPN(const io::StateDict& state, const std::string& prefix) {
+YOLOXPAFPN::YOLOXPAFPN(io::StateDict& state, const std::string& prefix) {
   for (size_t i = 0; i < 2; ++i) {
     reduce_layers_.push_back(load_conv_module(state, indexed(prefix + ".reduce_layers", i)));
     top_down_blocks_.emplace_back(state, indexed(prefix + ".top_down_blocks", i), false);
@@ -131,7 +131,7 @@ std::array<at::Tensor, 3> YOLOXPAFPN::forward(const std::array<at::Tensor, 3>& f
   return outs;
 }
 
-YOLOXHead::YOLOXHead(const io::StateDict& state, const std::string& prefix) {
+YOLOXHead::YOLOXHead(io::StateDict& state, const std::string& prefix) {
   for (size_t level = 0; level < 3; ++level) {
     const std::string cls_prefix = indexed(prefix + ".multi_level_cls_convs", level);
     const std::string reg_prefix = indexed(prefix + ".multi_level_reg_convs", level);
@@ -145,13 +145,13 @@ YOLOXHead::YOLOXHead(const io::StateDict& state, const std::string& prefix) {
     }
     const std::string reg = indexed(prefix + ".multi_level_conv_reg", level);
     const std::string obj = indexed(prefix + ".multi_level_conv_obj", level);
-    const at::Tensor& reg_w = state.at(reg + ".weight");
-    const at::Tensor& obj_w = state.at(obj + ".weight");
+    const at::Tensor reg_w = state.take(reg + ".weight");
+    const at::Tensor obj_w = state.take(obj + ".weight");
     if (reg_w.dim() != 4 || reg_w.size(0) != 4 || obj_w.dim() != 4 || obj_w.size(0) != 1 ||
         reg_w.sizes().slice(1) != obj_w.sizes().slice(1))
       throw Error(state.source(), "'" + reg + "' must have 4 outputs and '" + obj + "' 1, over the same input");
     const kernels::Conv2d reg_obj(at::cat({reg_w, obj_w}, 0).to(at::kFloat),
-                                  at::cat({state.at(reg + ".bias"), state.at(obj + ".bias")}, 0).to(at::kFloat), 1,
+                                  at::cat({state.take(reg + ".bias"), state.take(obj + ".bias")}, 0).to(at::kFloat), 1,
                                   (reg_w.size(2) - 1) / 2);
     Level l{std::move(cls_convs), std::move(reg_convs), load_conv(state, indexed(prefix + ".multi_level_conv_cls", level)),
             reg_obj};
@@ -177,7 +177,7 @@ std::array<at::Tensor, 3> YOLOXHead::forward(const std::array<at::Tensor, 3>& fe
   return outs;
 }
 
-Yolox::Yolox(const io::StateDict& state)
+Yolox::Yolox(io::StateDict& state)
     : backbone_(state, "backbone"), neck_(state, "neck"), bbox_head_(state, "bbox_head") {
   config_.stem_channels = backbone_.stem_channels();
   config_.stage_blocks = backbone_.stage_blocks();

@@ -29,7 +29,7 @@ struct YoloxConfig {
 
 class CSPDarknet {
  public:
-  CSPDarknet(const io::StateDict& state, const std::string& prefix);
+  CSPDarknet(io::StateDict& state, const std::string& prefix);
   // The stride 8, 16 and 32 maps (mmdet's out_indices (2, 3, 4)).
   std::array<at::Tensor, 3> forward(const at::Tensor& image) const;
   std::array<int64_t, 3> out_channels() const;
@@ -45,7 +45,7 @@ class CSPDarknet {
 
 class YOLOXPAFPN {
  public:
-  YOLOXPAFPN(const io::StateDict& state, const std::string& prefix);
+  YOLOXPAFPN(io::StateDict& state, const std::string& prefix);
   std::array<at::Tensor, 3> forward(const std::array<at::Tensor, 3>& features) const;
   int64_t num_blocks() const { return int64_t(top_down_blocks_[0].num_blocks()); }
 
@@ -56,7 +56,7 @@ class YOLOXPAFPN {
 
 class YOLOXHead {
  public:
-  YOLOXHead(const io::StateDict& state, const std::string& prefix);
+  YOLOXHead(io::StateDict& state, const std::string& prefix);
   // Per level, (N, 5 + classes, H, W) NCHW: box (dx, dy, log w, log h), objectness logit, class
   // logits; Megvii's order torch.cat([reg, obj, cls], 1).
   std::array<at::Tensor, 3> forward(const std::array<at::Tensor, 3>& features) const;
@@ -76,7 +76,7 @@ class YOLOXHead {
 class Yolox {
  public:
   // `state` in mmdetection's names (the model's keys, without a "state_dict." prefix).
-  explicit Yolox(const io::StateDict& state);
+  explicit Yolox(io::StateDict& state);
   const YoloxConfig& config() const { return config_; }
   // image: (N, 3, H, W) float32 with H and W multiples of 32 (BGR 0..255 as the seed feeds it).
   std::array<at::Tensor, 3> forward(const at::Tensor& image) const;

@@ -85,10 +85,15 @@ YoloxCandidates yolox_candidates(const std::array<at::Tensor, 3>& raw, const std
   return out;
 }
 
-YoloxDetector::YoloxDetector(const io::StateDict& state, const DetectorOptions& options)
-    : model_(state), options_(options) {
+int64_t YoloxDetector::float_bytes(const io::StateDict& state) {
+  int64_t bytes = 0;
   for (const auto& key : state.keys())
-    if (state.at(key).is_floating_point()) weight_bytes_ += int64_t(state.at(key).nbytes());
+    if (state.at(key).is_floating_point()) bytes += int64_t(state.at(key).nbytes());
+  return bytes;
+}
+
+YoloxDetector::YoloxDetector(io::StateDict state, const DetectorOptions& options)
+    : weight_bytes_(float_bytes(state)), model_(state), options_(options) {
   const auto& coco = coco_class_names();
   if (model_.config().num_classes == int64_t(coco.size())) {
     classes_ = coco;

@@ -37,7 +37,8 @@ YoloxCandidates yolox_candidates(const std::array<at::Tensor, 3>& raw, const std
 
 class YoloxDetector : public Detector {
  public:
-  YoloxDetector(const io::StateDict& state, const DetectorOptions& options);
+  // Takes the model's tensors out of `state` as it builds (pass it by move to free them).
+  YoloxDetector(io::StateDict state, const DetectorOptions& options);
   std::vector<Detection> detect(const at::Tensor& bgr) const override;
   std::string describe() const override { return model_.config().describe(); }
   const std::vector<std::string>& classes() const override { return classes_; }
@@ -50,10 +51,12 @@ class YoloxDetector : public Detector {
                                      YoloxCandidates* candidates = nullptr) const;
 
  private:
+  static int64_t float_bytes(const io::StateDict& state);
+
+  int64_t weight_bytes_;  // before model_, which consumes the dict
   Yolox model_;
   DetectorOptions options_;
   std::vector<std::string> classes_;
-  int64_t weight_bytes_ = 0;
 };
 
 }  // namespace ptq4sam::detect
