@@ -168,3 +168,43 @@ TEST_F(QuantizeCli, SegmentRefusesACorruptArtifact) {
 
 }  // namespace
 }  // namespace ptq4sam
+
+namespace ptq4sam {
+namespace {
+
+// The seed's calibration set: the annotation file's images as listed (not by file name), after
+// mmdetection's training-set filter: an image without annotations and one whose shorter side
+// is below 32 are dropped.
+TEST_F(QuantizeCli, CalibratesInTheAnnotationOrderAfterMmdetectionsTrainingFilter) {
+  using nlohmann::json;
+  const json gt = json::parse(test::read_bytes(file("synth/instances.json")));
+  ASSERT_GE(gt["images"].size(), 2u);
+  json images = json::array();
+  json unannotated = gt["images"][0];
+  unannotated["id"] = 90;
+  json tiny = gt["images"][1];
+  tiny["id"] = 91;
+  tiny["width"] = 20;
+  tiny["height"] = 31;
+  images.push_back(unannotated);
+  images.push_back(tiny);
+  images.push_back(gt["images"][1]);
+  images.push_back(gt["images"][0]);
+  json annotations = gt["annotations"];
+  annotations.push_back({{"id", 9001}, {"image_id", 91}, {"category_id", gt["categories"][0]["id"]}, {"iscrowd", 0},
+                         {"area", 25.0}, {"bbox", {2, 2, 5, 5}}, {"segmentation", {{2, 2, 7, 2, 7, 7, 2, 7}}}});
+  json reordered = gt;
+  reordered["images"] = images;
+  reordered["annotations"] = annotations;
+  test::write_bytes(file("reordered.json"), reordered.dump());
+  const std::string report = file("order_report.json");
+  const auto r = test::run_cli("quantize --model " + file("model.pth") + " --calib-images " + file("synth/images") +
+                               " --calib-annotations " + file("reordered.json") + " --config " + file("fast.yaml") +
+                               " --out " + file("order.safetensors") + " --report " + report + " --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json j = json::parse(test::read_bytes(report));
+  EXPECT_EQ(j["calibration_files"], json({gt["images"][1]["file_name"], gt["images"][0]["file_name"]}));
+}
+
+}  // namespace
+}  // namespace ptq4sam

@@ -188,6 +188,12 @@ CalibrationSet select_calibration(const QuantizeOptions& o, const coco::Dataset&
   return set;
 }
 
+std::vector<std::string> calibration_files(const CalibrationSet& set) {
+  std::vector<std::string> files;
+  for (const auto* image : set.images) files.push_back(image->file_name);
+  return files;
+}
+
 // Calibration reads each image once per stage; a detector's boxes are computed once.
 quant::CalibrationSample load_sample(const QuantizeOptions& o, CalibrationSet& set, size_t index) {
   const coco::Image& image = *set.images.at(index);
@@ -331,6 +337,7 @@ int run_quantize(const QuantizeOptions& o) {
                              {"config", o.config},
                              {"quant_encoder", o.quant_encoder},
                              {"calibration_images", count},
+                             {"calibration_files", calibration_files(set)},
                              {"calibration_boxes", stats.boxes},
                              {"calibration_seconds", stats.seconds},
                              {"artifact_bytes", out_bytes},
