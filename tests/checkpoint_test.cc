@@ -1,5 +1,6 @@
 // The torch.save reader: dtypes, views, metadata, and every way a file can be broken.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include "io/checkpoint.h"
 #include "io/pickle.h"
@@ -93,20 +94,33 @@ TEST(Checkpoint, TruncatedAtEveryCut) {
   }
 }
 
-// A hand-made legacy torch.save file (`_use_new_zipfile_serialization=False`) holding one
-// float tensor "w" of `numel` elements viewed as (4,), whose storage claims `claimed` elements.
-std::string legacy_file(int32_t claimed, const std::vector<float>& data) {
-  const auto unicode = [](const std::string& s) {
-    const uint32_t n = uint32_t(s.size());
-    return std::string("X") + std::string(reinterpret_cast<const char*>(&n), 4) + s;
-  };
-  std::string out("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e", 15);  // magic number
-  out += std::string("\x80\x02M\xe9\x03.", 6);                                          // protocol 1001
-  out += "\x80\x02}.";                                                                   // system info
+// Pickle pieces for hand-made files.
+std::string unicode(const std::string& s) {
+  const uint32_t n = uint32_t(s.size());
+  return std::string("X") + std::string(reinterpret_cast<const char*>(&n), 4) + s;
+}
+std::string long8(int64_t v) { return std::string("\x8a\x08", 2) + std::string(reinterpret_cast<const char*>(&v), 8); }
+std::string int_tuple(const std::vector<int64_t>& values) {
+  std::string t = "(";
+  for (const int64_t v : values) t += long8(v);
+  return t + "t";
+}
+
+// The stream of a legacy torch.save file (`_use_new_zipfile_serialization=False`) up to its
+// object: the magic number, the protocol version 1001 and an empty system-info dict.
+std::string legacy_header() {
+  return std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e", 15) +
+         std::string("\x80\x02M\xe9\x03.", 6) + "\x80\x02}.";
+}
+
+// A legacy file holding one float tensor "w" viewed with `sizes` and `strides` on a storage
+// that claims `claimed` elements and stores `data`.
+std::string legacy_file(int64_t claimed, const std::vector<float>& data, const std::vector<int64_t>& sizes = {4},
+                        const std::vector<int64_t>& strides = {1}) {
+  std::string out = legacy_header();
   out += "\x80\x02}(" + unicode("w") + "ctorch._utils\n_rebuild_tensor_v2\n((" + unicode("storage") +
-         "ctorch\nFloatStorage\n" + unicode("0") + unicode("cpu") + "J" +
-         std::string(reinterpret_cast<const char*>(&claimed), 4) + std::string("NtQK\x00K\x04\x85K\x01\x85\x89", 12) +
-         "ccollections\nOrderedDict\n)RtRu.";
+         "ctorch\nFloatStorage\n" + unicode("0") + unicode("cpu") + long8(claimed) + "NtQ" + long8(0) +
+         int_tuple(sizes) + int_tuple(strides) + "\x89" + "ccollections\nOrderedDict\n)RtRu.";
   out += "\x80\x02]" + unicode("0") + "a.";  // storage keys
   const int64_t count = int64_t(data.size());
   out += std::string(reinterpret_cast<const char*>(&count), 8);
@@ -134,6 +148,57 @@ TEST(Checkpoint, LegacyStorageLargerThanTheFileIsRefusedBeforeAllocating) {
   test::write_bytes(dir.file("count.pth"), legacy_file(5, {1.0f, 2.0f, 3.0f, 4.0f}));
   const std::string count = error_of([&] { io::load_checkpoint(dir.file("count.pth")); });
   EXPECT_NE(count.find("count.pth: storage '0' holds 4 elements, expected 5"), std::string::npos) << count;
+}
+
+TEST(Checkpoint, ViewsThatOverflowOrExpandAreRefused) {
+  test::TempDir dir;
+  const std::vector<float> data(8, 1.0f);
+  const struct {
+    std::vector<int64_t> sizes, strides;
+    const char* problem;
+  } cases[] = {{{4}, {0}, "stride 0"},
+               {{int64_t(1) << 62, 4}, {int64_t(1) << 62, 1}, "tensor view size overflows"},
+               {{4, 4}, {1, 1}, "tensor view exceeds its storage"},  // 16 elements over 8 stored
+               {{9}, {1}, "tensor view exceeds its storage"}};
+  for (const auto& c : cases) {
+    test::write_bytes(dir.file("view.pth"), legacy_file(8, data, c.sizes, c.strides));
+    const std::string msg = error_of([&] { io::load_checkpoint(dir.file("view.pth")); });
+    EXPECT_NE(msg.find(c.problem), std::string::npos) << msg;
+  }
+  test::write_bytes(dir.file("ok.pth"), legacy_file(8, data, {2, 4}, {4, 1}));
+  EXPECT_EQ(io::load_checkpoint(dir.file("ok.pth")).at("w").sizes(), at::IntArrayRef({2, 4}));
+}
+
+TEST(Checkpoint, AMillionNestedTuplesAreAnErrorNotAStackOverflow) {
+  test::TempDir dir;
+  std::string pickle = "\x80\x02)";
+  pickle += std::string(1000000, '\x85');  // TUPLE1, a million times: ((((...),),),)
+  pickle += ".";
+  test::write_bytes(dir.file("deep.pth"), legacy_header() + pickle);
+  const std::string msg = error_of([&] { io::load_checkpoint(dir.file("deep.pth")); });
+  EXPECT_NE(msg.find("deep.pth"), std::string::npos) << msg;
+  // A dict holding itself (through the memo) is refused, not walked forever.
+  const std::string self("\x80\x02}q\x00X\x01\x00\x00\x00"
+                         "ah\x00s.",
+                         15);
+  test::write_bytes(dir.file("self.pth"), legacy_header() + self + "\x80\x02].");
+  const std::string cyclic = error_of([&] { io::load_checkpoint(dir.file("self.pth")); });
+  EXPECT_NE(cyclic.find("nested more than"), std::string::npos) << cyclic;
+}
+
+TEST(Checkpoint, LargeMemoIndicesAllocateNothing) {
+  // LONG_BINPUT at 2^26 - 1 and 2^32 - 1: a few bytes must not size a memo of that length.
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  for (const uint32_t index : {(1u << 26) - 1, 0xffffffffu}) {
+    const std::string data = std::string("\x80\x02Nr", 4) + std::string(reinterpret_cast<const char*>(&index), 4) +
+                             std::string("h\x00.", 3);
+    io::Unpickler unpickler("memo.pkl", data, nullptr);
+    EXPECT_NE(error_of([&] { unpickler.load(); }).find("memo index out of range"), std::string::npos);
+  }
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 256 * 1024) << "KiB of peak RSS";
 }
 
 TEST(Checkpoint, ForbiddenGlobalIsNamedAndNeverRun) {
@@ -182,6 +247,25 @@ TEST(Checkpoint, ConfigOfOfficialSizesInferredFromShapes) {
     EXPECT_EQ(config.encoder.global_attn_indexes, expected.encoder.global_attn_indexes);
     EXPECT_EQ(config.decoder.num_multimask_outputs, 3);
   }
+}
+
+// Shapes the config is divided by: a 0-wide patch, 0-wide relative positions, a decoder
+// attention wider than the decoder. Each is a one-line error, not a division by zero.
+TEST(Checkpoint, DegenerateShapesAreErrorsNotDivisions) {
+  const sam::Sam shapes(sam::vit_config(64, 2, 2, {1}));
+  const auto with = [&](const std::string& name, at::Tensor replacement) {
+    io::StateDict state;
+    state.set_source("odd.pth");
+    for (const auto& [key, t] : shapes.state_tensors()) state.insert(key, key == name ? replacement : t);
+    return error_of([&] { sam::infer_config(state); });
+  };
+  EXPECT_NE(with("image_encoder.patch_embed.proj.weight", at::zeros({64, 3, 0, 0})).find("has a dimension of size 0"),
+            std::string::npos);
+  EXPECT_NE(with("image_encoder.blocks.0.attn.rel_pos_h", at::zeros({27, 0})).find("odd.pth: tensor 'image_encoder.blocks.0.attn.rel_pos_h' has a dimension of size 0"),
+            std::string::npos);
+  EXPECT_NE(with("mask_decoder.transformer.final_attn_token_to_image.q_proj.weight", at::zeros({512, 256}))
+                .find("does not divide 256"),
+            std::string::npos);
 }
 
 TEST(Checkpoint, RandomModelSavedAndLoadedLikeAnOfficialOne) {

@@ -12,10 +12,12 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "eval/journal.h"
 #include "eval/synthetic.h"
 #include "io/checkpoint.h"
 #include "sam/random_weights.h"
 #include "test_support.h"
+#include "util/error.h"
 
 extern char** environ;
 
@@ -56,6 +58,24 @@ class EvalCli : public ::testing::Test {
 };
 
 std::unique_ptr<test::TempDir> EvalCli::dir_;
+
+// A journal line that parses as JSON but is no entry: one line naming the journal.
+TEST(Journal, AnEntryWithoutImageIdIsAnError) {
+  test::TempDir dir;
+  const json run = {{"model", "m"}};
+  {
+    eval::Journal journal(dir.file("journal.jsonl"), run);
+    journal.append(3, json::array());
+  }
+  test::write_bytes(dir.file("journal.jsonl"), test::read_bytes(dir.file("journal.jsonl")) + "{\"results\": []}\n");
+  try {
+    eval::Journal again(dir.file("journal.jsonl"), run);
+    ADD_FAILURE() << "a journal with a broken entry opened";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("journal.jsonl: line at byte"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("is not a journal entry"), std::string::npos) << e.what();
+  }
+}
 
 TEST_F(EvalCli, WritesResultsAndMetricsThatCocoEvalReproduces) {
   const test::CommandResult r = test::run_cli(args(file("full"), "--show-dir " + file("full/show")));

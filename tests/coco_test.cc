@@ -128,6 +128,29 @@ TEST(CocoEvalCli, PrintsSummaryWritesMetricsAndMergesShards) {
   EXPECT_EQ(metrics["stats"].size(), 12u);
 }
 
+TEST(CocoDataset, HostileSizesAndPolygonsAreErrors) {
+  test::TempDir dir;
+  const auto error_of = [&](const json& gt) {
+    test::write_bytes(dir.file("gt.json"), gt.dump());
+    try {
+      coco::load_annotations(dir.file("gt.json"));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const json category = {{{"id", 1}, {"name", "a"}}};
+  // 2^16 x 2^16 pixels: the whole-image run length would not fit pycocotools' 32 bits.
+  const json huge = {{"images", {{{"id", 1}, {"height", 65536}, {"width", 65536}}}}, {"categories", category},
+                     {"annotations", json::array()}};
+  EXPECT_NE(error_of(huge).find("gt.json: image 1 is too large (65536x65536)"), std::string::npos) << error_of(huge);
+  // A polygon vertex a billion pixels away: refused before the rasteriser walks to it.
+  const json far = {{"images", {{{"id", 1}, {"height", 50}, {"width", 60}}}}, {"categories", category},
+                    {"annotations", {{{"id", 1}, {"image_id", 1}, {"category_id", 1}, {"iscrowd", 0}, {"area", 10},
+                                      {"bbox", {1, 1, 5, 5}}, {"segmentation", {{1, 1, 1e9, 1, 5, 5}}}}}}};
+  EXPECT_NE(error_of(far).find("lies far outside the 60x50 image"), std::string::npos) << error_of(far);
+}
+
 TEST(CocoEvalCli, BadInputs) {
   PTQ4SAM_REQUIRE_FIXTURES("coco_small");
   test::TempDir dir;

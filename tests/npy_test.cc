@@ -32,8 +32,21 @@ TEST(Npy, MalformedFilesAreNamedErrors) {
   fortran.replace(fortran.find("False"), 5, "True ");
   std::string big_endian = good;
   big_endian.replace(big_endian.find("<f4"), 3, ">f4");
+  // A header claiming `shape`, followed by 16 bytes of data.
+  const auto claiming = [](const std::string& shape) {
+    std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+    while ((10 + dict.size() + 1) % 64) dict += ' ';
+    dict += '\n';
+    std::string bytes("\x93NUMPY\x01\x00", 8);
+    bytes += char(dict.size() & 0xff);
+    bytes += char(dict.size() >> 8);
+    return bytes + dict + std::string(16, '\0');
+  };
   const std::vector<Case> cases = {
       {"text.npy", "hello", "not a .npy file"},
+      {"huge.npy", claiming("(4000000000, 4000000000)"), "truncated .npy data (shape (4000000000, 4000000000)"},
+      {"bigger.npy", claiming("(5,)"), "truncated .npy data (shape (5,) needs 20 bytes, the file holds 16)"},
+      {"digits.npy", claiming("(123456789012345678901234567890,)"), "malformed .npy header (dimension 123456789012345678901234567890 is too large)"},
       {"short.npy", good.substr(0, good.size() - 10), "truncated .npy data"},
       {"header.npy", good.substr(0, 20), "truncated .npy header"},
       {"fortran.npy", fortran, "Fortran-order"},

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "io/image.h"
 #include "io/safetensors.h"
@@ -79,6 +80,9 @@ TEST(QuantConfig, ErrorsNameTheKey) {
   EXPECT_NE(error_of("a_qconfig: {ch_axis: 0}\n").find("key 'a_qconfig.ch_axis'"), std::string::npos);
   EXPECT_NE(error_of("ptq4sam: {BIG: maybe}\n").find("key 'ptq4sam.BIG' has a value of the wrong type"), std::string::npos);
   EXPECT_NE(error_of("a_qconfig: [1, 2\n").find("c.yaml: is not valid YAML"), std::string::npos);
+  // A key that is a list or a map (YAML allows it) is named as the problem, not a bad conversion.
+  EXPECT_EQ(error_of("a_qconfig: {[1, 2]: 3}\n"), "c.yaml: key 'a_qconfig' has a key that is not a name");
+  EXPECT_EQ(error_of("? {a: 1}\n: 3\n"), "c.yaml: has a key that is not a name");
 }
 
 TEST(QuantizedSam, QuantizersSitWhereTheSeedPutsThem) {
@@ -224,6 +228,40 @@ TEST(Artifact, RoundTripsAndRefusesWhatItCannotRun) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("other.safetensors: was written for a different model"), std::string::npos)
         << e.what();
+  }
+  // Hostile quantizer parameters and metadata: one line naming the file, no crash.
+  file = io::read_safetensors(path);
+  const auto expect_refused = [&](const io::SafetensorsFile& bad, const std::string& problem) {
+    io::write_safetensors(dir.file("bad.safetensors"), bad.tensors, bad.metadata);
+    try {
+      quant::load_artifact(dir.file("bad.safetensors"));
+      ADD_FAILURE() << "an artifact with " << problem << " loaded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("bad.safetensors: "), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(problem), std::string::npos) << e.what();
+    }
+  };
+  for (const float tau : {0.0f, -1.0f, std::nanf("")}) {
+    io::SafetensorsFile bad = file;
+    for (auto& [name, tensor] : bad.tensors)
+      if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tau") == 0) tensor = at::full({1}, tau);
+    expect_refused(bad, "(both must be positive and finite)");
+  }
+  {
+    io::SafetensorsFile bad = file;
+    auto weights = nlohmann::json::parse(bad.metadata.at("quantized_weights"));
+    for (auto& [name, info] : weights.items()) info["bit"] = 40;
+    bad.metadata["quantized_weights"] = weights.dump();
+    expect_refused(bad, "-bit codes (2 to 8 are supported)");
+    weights = nlohmann::json::parse(file.metadata.at("quantized_weights"));
+    for (auto& [name, info] : weights.items()) info.erase("shape");
+    bad.metadata["quantized_weights"] = weights.dump();
+    expect_refused(bad, "has corrupt quantized_weights metadata for '");
+  }
+  {
+    io::SafetensorsFile bad = file;
+    bad.metadata["big"] = "[1, 2";
+    expect_refused(bad, "has corrupt big metadata");
   }
   // Truncated.
   const std::string bytes = test::read_bytes(path);

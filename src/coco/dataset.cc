@@ -57,6 +57,13 @@ Rle read_segmentation(const json& segm, const Image& image, const std::string& w
       if (!poly.is_array()) throw Error(where, "polygon is not a list of numbers");
       std::vector<double> xy;
       for (const auto& v : poly) xy.push_back(number(v, "segmentation", where));
+      // The rasteriser walks every edge in fifth-pixel steps: a coordinate far outside the
+      // image (1e9) would take billions of steps and overflow its integers.
+      const double limit = 8.0 * double(std::max(image.height, image.width)) + 1024.0;
+      for (const double c : xy)
+        if (!(std::abs(c) <= limit))
+          throw Error(where, "polygon coordinate " + std::to_string(c) + " lies far outside the " +
+                                 std::to_string(image.width) + "x" + std::to_string(image.height) + " image");
       if (boxes) {
         if (xy.size() != 4) throw Error(where, "malformed box segmentation");
         parts.push_back(from_bbox(xy.data(), image.height, image.width));
@@ -112,6 +119,11 @@ Dataset load_annotations(const std::string& path) {
     Image image{integer(img, "id", path), integer(img, "height", path), integer(img, "width", path),
                 img.value("file_name", std::string())};
     if (image.height <= 0 || image.width <= 0) throw Error(path, "image " + std::to_string(image.id) + " has no size");
+    // Run lengths are 32-bit, as pycocotools'.
+    if (image.height > (int64_t(1) << 20) || image.width > (int64_t(1) << 20) ||
+        image.height * image.width >= (int64_t(1) << 32))
+      throw Error(path, "image " + std::to_string(image.id) + " is too large (" + std::to_string(image.width) + "x" +
+                            std::to_string(image.height) + ")");
     d.image_index[image.id] = d.images.size();
     d.images.push_back(std::move(image));
   }

@@ -31,7 +31,10 @@ Journal::Journal(std::string path, const nlohmann::json& run) : path_(std::move(
           throw Error(path_, "journal of a run with other arguments; use another --out or delete it");
         has_header = true;
       } else {
-        entries_[j.at("image_id").get<int64_t>()] = j.at("results");
+        if (!j.is_object() || !j.contains("image_id") || !j["image_id"].is_number_integer() || !j.contains("results"))
+          throw Error(path_, "line at byte " + std::to_string(offset - line.size() - 1) +
+                                 " is not a journal entry (needs image_id and results); delete the journal to start over");
+        entries_[j["image_id"].get<int64_t>()] = j["results"];
       }
       good_bytes = offset;
     }

@@ -40,14 +40,20 @@ StateDict StateDict::under(const std::string& prefix) const {
 
 namespace {
 
-void flatten(const PickleValuePtr& dict, const std::string& prefix, StateDict& out, const std::string& where) {
+// Dicts nested deeper than this are no checkpoint (and a dict holding itself would never end).
+constexpr int kMaxDictDepth = 32;
+
+void flatten(const PickleValuePtr& dict, const std::string& prefix, StateDict& out, const std::string& where,
+             int depth = 0) {
+  if (depth > kMaxDictDepth)
+    throw Error(where, "dicts nested more than " + std::to_string(kMaxDictDepth) + " deep (not a checkpoint)");
   for (const auto& [key, value] : dict->dict) {
     if (key->kind != PickleValue::Kind::String) throw Error(where, "state dict has a non-string key");
     const std::string name = prefix + key->string_value;
     if (value->kind == PickleValue::Kind::Tensor) {
       out.insert(name, value->tensor);
     } else if (value->kind == PickleValue::Kind::Dict) {
-      flatten(value, name + ".", out, where);
+      flatten(value, name + ".", out, where, depth + 1);
     }
     // Other values (epochs, configs) are not tensors and not part of a model.
   }
@@ -78,9 +84,10 @@ PickleValuePtr load_zip(const std::string& path) {
     const ZipEntry* entry = zip.find(prefix + "data/" + key);
     if (!entry) throw Error(path, "missing tensor data '" + prefix + "data/" + key + "'");
     const uint64_t bytes = uint64_t(numel) * at::elementSize(dtype);
-    if (numel < 0 || entry->size < bytes)
+    if (numel < 0 || uint64_t(numel) > entry->size || entry->size < bytes)
       throw Error(path, "tensor data '" + entry->name + "' holds " + std::to_string(entry->size) +
                             " bytes, expected " + std::to_string(bytes));
+    zip.verify(*entry);
     at::Tensor storage = at::empty({numel}, at::TensorOptions().dtype(dtype));
     if (entry->size == bytes) {
       zip.read(*entry, storage.data_ptr());

@@ -76,13 +76,28 @@ at::Tensor read_npy(const std::string& path) {
     if (descr == t.descr) type = &t;
   if (!type) throw Error(path, "unsupported .npy dtype '" + descr + "'");
 
+  // The data must be in the file before a tensor of that size is allocated.
+  const std::streamoff data_start = in.tellg();
+  in.seekg(0, std::ios::end);
+  const uint64_t available = uint64_t(in.tellg() - data_start);
+  in.seekg(data_start);
   std::vector<int64_t> shape;
+  uint64_t bytes = uint64_t(c10::elementSize(type->type));
   const std::regex number("[0-9]+");
-  for (auto it = std::sregex_iterator(shape_text.begin(), shape_text.end(), number); it != std::sregex_iterator(); ++it)
-    shape.push_back(std::stoll(it->str()));
+  for (auto it = std::sregex_iterator(shape_text.begin(), shape_text.end(), number); it != std::sregex_iterator(); ++it) {
+    const std::string digits = it->str();
+    const int64_t dim = digits.size() > 18 ? -1 : std::stoll(digits);
+    if (dim < 0) throw Error(path, "malformed .npy header (dimension " + digits + " is too large)");
+    shape.push_back(dim);
+    if (dim > 0 && bytes > (uint64_t(1) << 62) / uint64_t(dim))
+      throw Error(path, "truncated .npy data (shape " + shape_text + " is larger than the file)");
+    bytes *= uint64_t(dim);
+  }
+  if (bytes > available)
+    throw Error(path, "truncated .npy data (shape " + shape_text + " needs " + std::to_string(bytes) + " bytes, the file holds " +
+                          std::to_string(available) + ")");
   at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(type->type));
-  const auto bytes = static_cast<std::streamsize>(tensor.numel() * tensor.element_size());
-  if (!in.read(static_cast<char*>(tensor.data_ptr()), bytes))
+  if (!in.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(bytes)))
     throw Error(path, "truncated .npy data (shape " + shape_text + " needs " + std::to_string(bytes) + " bytes)");
   return tensor;
 }

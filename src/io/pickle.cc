@@ -47,6 +47,26 @@ int64_t as_int(const PickleValuePtr& v, const char* what, const std::function<vo
 
 }  // namespace
 
+PickleValue::~PickleValue() {
+  std::vector<PickleValuePtr> pending;
+  const auto adopt = [&pending](PickleValue& v) {
+    for (auto& item : v.items) pending.push_back(std::move(item));
+    for (auto& [key, value] : v.dict) {
+      pending.push_back(std::move(key));
+      pending.push_back(std::move(value));
+    }
+    v.items.clear();
+    v.dict.clear();
+  };
+  adopt(*this);
+  while (!pending.empty()) {
+    PickleValuePtr v = std::move(pending.back());
+    pending.pop_back();
+    // The last owner empties it first, so that its own destructor has nothing to recurse into.
+    if (v && v.use_count() == 1) adopt(*v);
+  }
+}
+
 Unpickler::Unpickler(std::string where, std::string_view data, StorageLoader load_storage)
     : where_(std::move(where)), data_(data), load_storage_(std::move(load_storage)) {}
 
@@ -132,14 +152,23 @@ PickleValuePtr Unpickler::reduce(const PickleValuePtr& callable, const PickleVal
     for (const auto& s : args->items[2]->items) sizes.push_back(as_int(s, "tensor size", on_fail));
     for (const auto& s : args->items[3]->items) strides.push_back(as_int(s, "tensor stride", on_fail));
     if (sizes.size() != strides.size()) fail("tensor size and stride differ in length");
-    // The view must lie inside its storage.
-    int64_t last = offset;
+    // The view must lie inside its storage, and hold no more elements than it (an expanded or
+    // overlapping view would turn a few stored bytes into an unbounded tensor). Every product
+    // and sum is checked for overflow.
+    if (offset < 0) fail("negative storage offset");
+    int64_t last = offset, numel = 1;
+    bool empty = false;
     for (size_t i = 0; i < sizes.size(); ++i) {
       if (sizes[i] < 0 || strides[i] < 0) fail("negative tensor size or stride");
-      if (sizes[i] == 0) { last = -1; break; }
-      last += (sizes[i] - 1) * strides[i];
+      if (sizes[i] == 0) empty = true;
+      if (sizes[i] > 1 && strides[i] == 0) fail("tensor view with stride 0 (an expanded tensor) is not supported");
+      int64_t span = 0;
+      if (__builtin_mul_overflow(sizes[i] > 0 ? sizes[i] - 1 : 0, strides[i], &span) ||
+          __builtin_add_overflow(last, span, &last) || __builtin_mul_overflow(numel, sizes[i], &numel))
+        fail("tensor view size overflows");
     }
-    if (offset < 0 || last >= storage.numel()) fail("tensor view exceeds its storage");
+    if (!empty && (last >= storage.numel() || numel > storage.numel())) fail("tensor view exceeds its storage");
+    if (empty && offset > storage.numel()) fail("tensor view exceeds its storage");
     auto v = make(Kind::Tensor);
     v->tensor = storage.as_strided(sizes, strides, offset);
     return v;
@@ -292,9 +321,7 @@ PickleValuePtr Unpickler::load() {
           index = i;
         }
         if (stack_.empty()) fail("memo of an empty stack");
-        if (index > (1u << 26)) fail("memo index too large");
-        if (memo_.size() <= index) memo_.resize(index + 1);
-        memo_[index] = stack_.back();
+        memo_[uint32_t(index)] = stack_.back();
         break;
       }
       case 'h': case 'j': {  // BINGET, LONG_BINGET
@@ -306,8 +333,9 @@ PickleValuePtr Unpickler::load() {
           std::memcpy(&i, bytes(4).data(), 4);
           index = i;
         }
-        if (index >= memo_.size() || !memo_[index]) fail("memo index out of range");
-        stack_.push_back(memo_[index]);
+        const auto found = memo_.find(uint32_t(index));
+        if (found == memo_.end()) fail("memo index out of range");
+        stack_.push_back(found->second);
         break;
       }
       case 'Q': {  // BINPERSID

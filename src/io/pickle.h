@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -17,6 +18,13 @@ struct PickleValue;
 using PickleValuePtr = std::shared_ptr<PickleValue>;
 
 struct PickleValue {
+  PickleValue() = default;
+  PickleValue(const PickleValue&) = delete;
+  PickleValue& operator=(const PickleValue&) = delete;
+  // Frees nested values with a worklist instead of recursion, so that a pickle of a million
+  // nested tuples cannot overflow the stack when its tree goes away.
+  ~PickleValue();
+
   enum class Kind { None, Bool, Int, Float, String, Tuple, List, Dict, Global, Storage, Tensor, Mark };
   Kind kind = Kind::None;
   int64_t int_value = 0;  // Bool and Int
@@ -56,7 +64,8 @@ class Unpickler {
   size_t pos_ = 0;
   StorageLoader load_storage_;
   std::vector<PickleValuePtr> stack_;
-  std::vector<PickleValuePtr> memo_;
+  // A map, as Python's: a few bytes of LONG_BINPUT may name any index without allocating up to it.
+  std::unordered_map<uint32_t, PickleValuePtr> memo_;
 };
 
 }  // namespace ptq4sam::io

@@ -61,13 +61,14 @@ ZipArchive::ZipArchive(std::string path) : path_(std::move(path)) {
     dir_size = le64(rec + 40);
     dir_offset = le64(rec + 48);
   }
-  if (dir_offset + dir_size > file_size_)
+  if (dir_size > file_size_ || dir_offset > file_size_ - dir_size)
     throw Error(path_, "truncated zip archive (central directory beyond end of file)");
 
   std::vector<unsigned char> dir(dir_size);
   read_at(dir_offset, dir.data(), dir_size);
   size_t pos = 0;
-  entries_.reserve(count);
+  // Each entry takes at least 46 bytes of the directory: a count claiming more is not trusted.
+  entries_.reserve(size_t(std::min<uint64_t>(count, dir_size / 46)));
   for (uint64_t i = 0; i < count; ++i) {
     if (pos + 46 > dir.size() || le32(&dir[pos]) != kCentralFileHeaderSig)
       throw Error(path_, "corrupt zip central directory");
@@ -107,7 +108,7 @@ const ZipEntry* ZipArchive::find(const std::string& name) const {
 }
 
 void ZipArchive::read_at(uint64_t offset, void* dst, uint64_t size) {
-  if (offset + size > file_size_) throw Error(path_, "truncated file (read beyond end of file)");
+  if (size > file_size_ || offset > file_size_ - size) throw Error(path_, "truncated file (read beyond end of file)");
   file_.clear();
   file_.seekg(static_cast<std::streamoff>(offset));
   file_.read(static_cast<char*>(dst), static_cast<std::streamsize>(size));
@@ -121,18 +122,27 @@ uint64_t ZipArchive::data_offset(const ZipEntry& entry) {
   return entry.local_header_offset + 30 + le16(header + 26) + le16(header + 28);
 }
 
-void ZipArchive::read(const ZipEntry& entry, void* dst) {
+uint64_t ZipArchive::verify(const ZipEntry& entry) {
   const uint64_t offset = data_offset(entry);
-  if (offset + entry.compressed_size > file_size_)
+  if (entry.compressed_size > file_size_ || offset > file_size_ - entry.compressed_size)
     throw Error(path_, "truncated zip archive (entry '" + entry.name + "' extends beyond end of file)");
+  if (entry.method == 0 && entry.compressed_size != entry.size) throw Error(path_, "corrupt zip entry '" + entry.name + "'");
+  if (entry.method != 0 && entry.method != 8)
+    throw Error(path_, "zip entry '" + entry.name + "' uses unsupported compression method " +
+                           std::to_string(entry.method));
+  // Deflate expands at most 1032 to 1: a larger claimed size is a lie, refused before any
+  // buffer of that size exists.
+  if (entry.method == 8 && entry.size / 1032 > entry.compressed_size + 1)
+    throw Error(path_, "corrupt deflated zip entry '" + entry.name + "' (claims more than deflate can hold)");
+  return offset;
+}
+
+void ZipArchive::read(const ZipEntry& entry, void* dst) {
+  const uint64_t offset = verify(entry);
   if (entry.method == 0) {
-    if (entry.compressed_size != entry.size) throw Error(path_, "corrupt zip entry '" + entry.name + "'");
     read_at(offset, dst, entry.size);
     return;
   }
-  if (entry.method != 8)
-    throw Error(path_, "zip entry '" + entry.name + "' uses unsupported compression method " +
-                           std::to_string(entry.method));
   std::vector<unsigned char> packed(entry.compressed_size);
   read_at(offset, packed.data(), packed.size());
   z_stream zs;
@@ -150,6 +160,7 @@ void ZipArchive::read(const ZipEntry& entry, void* dst) {
 }
 
 std::string ZipArchive::read_string(const ZipEntry& entry) {
+  verify(entry);
   std::string s(entry.size, '\0');
   read(entry, s.data());
   return s;

@@ -28,6 +28,10 @@ class ZipArchive {
   // nullptr when absent.
   const ZipEntry* find(const std::string& name) const;
 
+  // Checks that the entry's data lies inside the file and its size is one its compression can
+  // give, before a caller allocates entry.size bytes for it; returns where its data starts.
+  // Throws ptq4sam::Error naming the file and entry otherwise.
+  uint64_t verify(const ZipEntry& entry);
   // Reads the whole (uncompressed) entry into dst, which must hold entry.size bytes.
   void read(const ZipEntry& entry, void* dst);
   std::string read_string(const ZipEntry& entry);

@@ -1,5 +1,7 @@
 #include "quant/artifact.h"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include <functional>
@@ -146,12 +148,24 @@ std::unique_ptr<QuantizedSam> load_artifact(const std::string& path, const LoadO
   };
   // A quantized weight's codes as (out, rest) on its grid, and its shape.
   const auto codes_of = [&](const std::string& name, const at::Tensor& stored) {
-    const auto& info = weights[name];
-    const std::vector<int64_t> shape = info.at("shape").get<std::vector<int64_t>>();
-    const QuantRange range{info.at("bit").get<int>(), config.w.symmetric};
+    std::vector<int64_t> shape;
+    QuantRange range{8, config.w.symmetric};
+    bool packed = false;
+    try {
+      const auto& info = weights.at(name);
+      shape = info.at("shape").get<std::vector<int64_t>>();
+      range.bit = info.at("bit").get<int>();
+      packed = info.at("packed").get<bool>();
+    } catch (const json::exception& e) {
+      throw Error(path, "has corrupt quantized_weights metadata for '" + name + "' (" + e.what() + ")");
+    }
+    if (range.bit < 2 || range.bit > 8)
+      throw Error(path, "weight '" + name + "' has " + std::to_string(range.bit) + "-bit codes (2 to 8 are supported)");
+    for (const int64_t d : shape)
+      if (d < 1) throw Error(path, "weight '" + name + "' has a non-positive dimension");
     int64_t rest = 1;
     for (size_t i = 1; i < shape.size(); ++i) rest *= shape[i];
-    const at::Tensor codes = info.at("packed").get<bool>() ? unpack_int4(stored, rest) : stored;
+    const at::Tensor codes = packed ? unpack_int4(stored, rest) : stored;
     if (shape.empty() || codes.numel() != shape[0] * rest)
       throw Error(path, "weight '" + name + "' has the wrong number of codes");
     return std::make_pair(codes.to(at::kInt).reshape({shape[0], rest}) + int(range.quant_min()), shape);
@@ -207,12 +221,29 @@ std::unique_ptr<QuantizedSam> load_artifact(const std::string& path, const LoadO
     if (const auto affine = std::dynamic_pointer_cast<AffineQuantizer>(quantizer)) {
       affine->set_params(scale_of(name + ".scale"), scale_of(name + ".zero_point"));
     } else if (const auto log = std::dynamic_pointer_cast<LogQuantizer>(quantizer)) {
-      log->set_params(scale_of(name + ".scale").item<double>(), scale_of(name + ".tau").item<double>());
+      const at::Tensor& scale_t = scale_of(name + ".scale");
+      const at::Tensor& tau_t = scale_of(name + ".tau");
+      if (scale_t.numel() != 1 || tau_t.numel() != 1)
+        throw Error(path, "softmax quantizer '" + name + "' needs one scale and one tau");
+      const double scale = scale_t.item<double>(), tau = tau_t.item<double>();
+      if (!(std::isfinite(scale) && scale > 0 && std::isfinite(tau) && tau > 0))
+        throw Error(path, "softmax quantizer '" + name + "' has scale " + std::to_string(scale) + " and tau " +
+                              std::to_string(tau) + " (both must be positive and finite)");
+      log->set_params(scale, tau);
     }
   }
-  json big = json::parse(meta("big"));
+  json big;
+  try {
+    big = json::parse(meta("big"));
+  } catch (const json::exception&) {
+    throw Error(path, "has corrupt big metadata (not JSON)");
+  }
+  if (!big.is_object()) throw Error(path, "has corrupt big metadata (not a JSON object)");
   for (auto& site : qsam->big_sites()) {
-    site.decision.bimodal = big.value(site.name, false);
+    const auto decision = big.find(site.name);
+    if (decision != big.end() && !decision->is_boolean())
+      throw Error(path, "has corrupt big metadata ('" + site.name + "' is not true or false)");
+    site.decision.bimodal = decision != big.end() && decision->get<bool>();
     if (const at::Tensor* sign = file.find(site.name + ".big_sign")) site.decision.sign = *sign;
   }
   // Weights are stored dequantized-exact: quantizing them again changes nothing, but tells the

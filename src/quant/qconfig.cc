@@ -53,6 +53,7 @@ class Section {
   std::string key_path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
   void reject_unknown() const {
     for (const auto& item : node_) {
+      if (!item.first.IsScalar()) fail("has a key that is not a name");
       const std::string key = item.first.as<std::string>();
       if (!known_.count(key)) fail_key(key, "is not a known key");
     }

@@ -13,6 +13,9 @@ const at::Tensor& require(const io::StateDict& state, const std::string& name, i
   if (t.dim() != dim)
     throw Error(state.source(), "tensor '" + name + "' has " + std::to_string(t.dim()) + " dims, expected " +
                                     std::to_string(dim) + " (not a SAM checkpoint?)");
+  // The config is read off these shapes and divided by some of them.
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.size(d) == 0) throw Error(state.source(), "tensor '" + name + "' has a dimension of size 0");
   return t;
 }
 
@@ -82,6 +85,9 @@ SamConfig infer_config(const io::StateDict& state) {
   d.transformer_depth = count_indexed(state, "mask_decoder.transformer.layers.", ".norm1.weight");
   d.transformer_mlp_dim = require(state, "mask_decoder.transformer.layers.0.mlp.lin1.weight", 2).size(0);
   const int64_t internal = require(state, "mask_decoder.transformer.final_attn_token_to_image.q_proj.weight", 2).size(0);
+  if (d.transformer_dim % internal != 0)
+    throw Error(state.source(), "mask decoder attention width " + std::to_string(internal) + " does not divide " +
+                                    std::to_string(d.transformer_dim));
   d.attention_downsample_rate = d.transformer_dim / internal;
   d.num_multimask_outputs = require(state, "mask_decoder.mask_tokens.weight", 2).size(0) - 1;
   d.iou_head_depth = count_indexed(state, "mask_decoder.iou_prediction_head.layers.", ".weight");
