@@ -143,6 +143,8 @@ TEST_F(DetectCli, ImagesWithoutDetectionsGetTheSeedsPlaceholderBox) {
   for (const auto& res : results) {
     EXPECT_EQ(res["bbox"], json({0.0, 0.0, 0.0, 0.0}));
     EXPECT_LE(res["score"].get<double>(), 0.1 + 1e-9);
+    // The first class, person, is not named in the synthetic categories: COCO's id 1 is.
+    EXPECT_EQ(res["category_id"], 1);
   }
   const auto off = test::run_cli("eval --model " + file("model.pth") + " --detector " + detector_ + " --images " +
                                  file("data/images") + " --annotations " + file("data/instances.json") + " --out " +
