@@ -151,6 +151,13 @@ TEST_F(DetectCli, ImagesWithoutDetectionsGetTheSeedsPlaceholderBox) {
                                  file("eval_no_placeholder") + " --threads 2 --score-thr 0.99 --no-placeholder-box");
   ASSERT_EQ(off.exit_code, 0) << off.output;
   EXPECT_EQ(read_json(file("eval_no_placeholder/results_segm.json")).size(), 0u);
+  // With a results file, the placeholder is asked for.
+  test::write_bytes(file("no_dets.json"), "[]");
+  const auto prompts = test::run_cli("eval --model " + file("model.pth") + " --prompts " + file("no_dets.json") +
+                                     " --images " + file("data/images") + " --annotations " + file("data/instances.json") +
+                                     " --out " + file("eval_prompts_placeholder") + " --threads 2 --placeholder-box");
+  ASSERT_EQ(prompts.exit_code, 0) << prompts.output;
+  EXPECT_EQ(read_json(file("eval_prompts_placeholder/results_segm.json")).size(), 3u);
 }
 
 TEST_F(DetectCli, QuantizeCalibratesOnTheDetectorsBoxes) {

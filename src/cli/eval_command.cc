@@ -128,9 +128,7 @@ int run_eval(const EvalOptions& o) {
     } else {
       const auto it = prompts.find(image->id);
       if (it != prompts.end()) boxes = it->second;
-      if (boxes.empty() && placeholder && !gt.categories.empty()) {
-        boxes.push_back({0, 0, 0, 0, 0.1, gt.categories[0].id});
-      }
+      if (boxes.empty() && placeholder && !gt.categories.empty()) boxes.push_back(eval::seed_placeholder(gt.categories[0].id));
     }
     const eval::ImageSegmentation seg = eval::segment_boxes(*predictor, pixels, image->id, boxes);
     journal.append(image->id, seg.results);

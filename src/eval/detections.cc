@@ -57,13 +57,16 @@ std::vector<BoxPrompt> prompts_from_detections(const std::vector<detect::Detecti
     p.category_id = category_ids[size_t(d.label)];
     prompts.push_back(p);
   }
-  if (prompts.empty() && options.placeholder_when_empty && !category_ids.empty()) {
-    BoxPrompt p;
-    p.score = 0.1;
-    p.category_id = category_ids[0];
-    prompts.push_back(p);
-  }
+  if (prompts.empty() && options.placeholder_when_empty && !category_ids.empty())
+    prompts.push_back(seed_placeholder(category_ids[0]));
   return prompts;
+}
+
+BoxPrompt seed_placeholder(int64_t category_id) {
+  BoxPrompt p;
+  p.score = 0.1;
+  p.category_id = category_id;
+  return p;
 }
 
 nlohmann::json detections_json(int64_t image_id, const std::vector<detect::Detection>& detections,

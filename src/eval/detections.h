@@ -25,6 +25,9 @@ struct DetectionPromptOptions {
   int max_dets = 0;  // 0: every detection (the seed passes all of them)
 };
 
+// The seed's prompt for an image without detections: box [0, 0, 0, 0], score 0.1.
+BoxPrompt seed_placeholder(int64_t category_id);
+
 // SAM's prompts from one image's detections, in the seed's order: the best `max_dets` by score,
 // then grouped by class (bbox2result), unclipped (SAM's prompt encoder takes boxes beyond the
 // image as they are); classes without a category id (-1) are dropped.
