@@ -116,15 +116,30 @@ bool is_legacy(std::string_view head) {
          head.substr(2, kLegacyMagicSize) == std::string_view(kLegacyMagic, kLegacyMagicSize);
 }
 
-PickleValuePtr load_legacy(const std::string& path, const std::string& data) {
-  std::string_view rest(data);
+// Thrown when the pickles run past the bytes read so far, and the file has more.
+struct NeedMoreBytes {};
+
+// The pickles of a legacy file, parsed from its first bytes: the object, its storages
+// (allocated, to be filled) in the order of the key list, and where their data starts.
+struct LegacyPickles {
+  PickleValuePtr root;
+  std::vector<std::pair<std::string, at::Tensor>> storages;
+  uint64_t data_offset = 0;
+};
+
+LegacyPickles parse_legacy_pickles(const std::string& path, std::string_view head, uint64_t file_size) {
   size_t offset = 0;
   // Each pickle of the stream, parsed from `offset`; storages only in the object's.
   auto next_pickle = [&](const char* what, const Unpickler::StorageLoader& loader) {
-    Unpickler unpickler(path + " (" + what + " at byte " + std::to_string(offset) + ")", rest.substr(offset), loader);
-    PickleValuePtr value = unpickler.load();
-    offset += unpickler.consumed();
-    return value;
+    Unpickler unpickler(path + " (" + what + " at byte " + std::to_string(offset) + ")", head.substr(offset), loader);
+    try {
+      PickleValuePtr value = unpickler.load();
+      offset += unpickler.consumed();
+      return value;
+    } catch (const Error&) {
+      if (unpickler.ran_out() && head.size() < file_size) throw NeedMoreBytes{};
+      throw;
+    }
   };
   const Unpickler::StorageLoader no_storages = [&](const std::string&, at::ScalarType, int64_t) -> at::Tensor {
     throw Error(path, "legacy checkpoint header refers to tensor data");
@@ -139,52 +154,71 @@ PickleValuePtr load_legacy(const std::string& path, const std::string& data) {
     if (key->kind == PickleValue::Kind::String && key->string_value == "little_endian" && value->int_value == 0)
       throw Error(path, "big-endian checkpoints are not supported");
 
-  // Storages are allocated when the object names them and filled from the data that follows;
-  // together they may not claim more bytes than the file holds.
-  std::map<std::string, at::Tensor> storages;
+  // Storages are allocated (untouched) when the object names them and filled from the data
+  // that follows; together they may not claim more bytes than the file holds.
+  std::map<std::string, at::Tensor> declared;
   uint64_t claimed = 0;
   const Unpickler::StorageLoader declare = [&](const std::string& key, at::ScalarType dtype, int64_t numel) {
-    const auto known = storages.find(key);
-    if (known != storages.end()) return known->second;
+    const auto known = declared.find(key);
+    if (known != declared.end()) return known->second;
     const uint64_t bytes = uint64_t(numel) * at::elementSize(dtype);
-    if (numel < 0 || uint64_t(numel) > data.size() || bytes > data.size() - std::min<uint64_t>(claimed, data.size()))
+    if (numel < 0 || uint64_t(numel) > file_size || bytes > file_size - std::min(claimed, file_size))
       throw Error(path, "tensor storage '" + key + "' of " + std::to_string(numel) +
                             " elements is larger than what the file holds");
     claimed += bytes;
     at::Tensor storage = at::empty({numel}, at::TensorOptions().dtype(dtype));
-    storages.emplace(key, storage);
+    declared.emplace(key, storage);
     return storage;
   };
-  const PickleValuePtr root = next_pickle("object", declare);
+  LegacyPickles out;
+  out.root = next_pickle("object", declare);
   const PickleValuePtr keys = next_pickle("storage keys", no_storages);
   if (keys->kind != PickleValue::Kind::List) throw Error(path, "legacy checkpoint has no storage key list");
-  size_t filled = 0;
   for (const auto& key : keys->items) {
     if (key->kind != PickleValue::Kind::String) throw Error(path, "legacy storage key is not a string");
-    const auto it = storages.find(key->string_value);
-    if (it == storages.end()) throw Error(path, "legacy storage key '" + key->string_value + "' names no tensor");
-    at::Tensor& storage = it->second;
-    int64_t count = 0;
-    if (data.size() - offset < 8) throw Error(path, "truncated: tensor data of storage '" + key->string_value + "' is missing");
-    std::memcpy(&count, data.data() + offset, 8);
-    offset += 8;
-    if (count != storage.numel())
-      throw Error(path, "storage '" + key->string_value + "' holds " + std::to_string(count) + " elements, expected " +
-                            std::to_string(storage.numel()));
-    const size_t bytes = size_t(storage.numel()) * storage.element_size();
-    if (data.size() - offset < bytes) throw Error(path, "truncated: tensor data of storage '" + key->string_value + "' is cut short");
-    std::memcpy(storage.data_ptr(), data.data() + offset, bytes);
-    offset += bytes;
-    ++filled;
+    const auto it = declared.find(key->string_value);
+    if (it == declared.end()) throw Error(path, "legacy storage key '" + key->string_value + "' names no tensor");
+    out.storages.emplace_back(it->first, it->second);
   }
-  if (filled != storages.size()) throw Error(path, "legacy checkpoint lacks the data of some tensor storages");
-  return root;
+  if (out.storages.size() != declared.size()) throw Error(path, "legacy checkpoint lacks the data of some tensor storages");
+  out.data_offset = offset;
+  return out;
 }
 
-std::string read_file(const std::string& path) {
+// The pickles are parsed from the file's first bytes (more when they run longer), the
+// storages' data read straight into the tensors: the file is never held whole in memory.
+PickleValuePtr load_legacy(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path, "cannot open file");
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.seekg(0, std::ios::end);
+  const uint64_t file_size = uint64_t(in.tellg());
+  LegacyPickles pickles;
+  for (uint64_t head_size = std::min<uint64_t>(file_size, 1 << 20);; head_size = std::min(file_size, 4 * head_size)) {
+    std::string head(head_size, '\0');
+    in.seekg(0);
+    if (!in.read(head.data(), std::streamsize(head_size))) throw Error(path, "read error");
+    try {
+      pickles = parse_legacy_pickles(path, head, file_size);
+      break;
+    } catch (const NeedMoreBytes&) {
+    }
+  }
+  uint64_t offset = pickles.data_offset;
+  in.seekg(std::streamoff(offset));
+  for (auto& [key, storage] : pickles.storages) {
+    int64_t count = 0;
+    if (file_size - offset < 8) throw Error(path, "truncated: tensor data of storage '" + key + "' is missing");
+    in.read(reinterpret_cast<char*>(&count), 8);
+    offset += 8;
+    if (count != storage.numel())
+      throw Error(path, "storage '" + key + "' holds " + std::to_string(count) + " elements, expected " +
+                            std::to_string(storage.numel()));
+    const uint64_t bytes = uint64_t(storage.numel()) * storage.element_size();
+    if (file_size - offset < bytes) throw Error(path, "truncated: tensor data of storage '" + key + "' is cut short");
+    if (!in.read(static_cast<char*>(storage.data_ptr()), std::streamsize(bytes))) throw Error(path, "read error");
+    offset += bytes;
+  }
+  return pickles.root;
 }
 
 std::string read_head(const std::string& path, size_t n) {
@@ -200,7 +234,7 @@ std::string read_head(const std::string& path, size_t n) {
 
 StateDict load_checkpoint(const std::string& path) {
   // The zip reader names what is wrong with anything that is not a legacy file either.
-  const PickleValuePtr root = is_legacy(read_head(path, 64)) ? load_legacy(path, read_file(path)) : load_zip(path);
+  const PickleValuePtr root = is_legacy(read_head(path, 64)) ? load_legacy(path) : load_zip(path);
   if (root->kind != PickleValue::Kind::Dict) throw Error(path, "checkpoint root is not a dict of tensors");
   StateDict state;
   state.set_source(path);

@@ -70,17 +70,22 @@ PickleValue::~PickleValue() {
 Unpickler::Unpickler(std::string where, std::string_view data, StorageLoader load_storage)
     : where_(std::move(where)), data_(data), load_storage_(std::move(load_storage)) {}
 
+void Unpickler::run_out() {
+  ran_out_ = true;
+  fail("unexpected end of pickle data");
+}
+
 void Unpickler::fail(const std::string& problem) const {
   throw Error(where_, problem + " (pickle byte " + std::to_string(pos_) + ")");
 }
 
 uint8_t Unpickler::byte() {
-  if (pos_ >= data_.size()) fail("unexpected end of pickle data");
+  if (pos_ >= data_.size()) run_out();
   return static_cast<uint8_t>(data_[pos_++]);
 }
 
 std::string_view Unpickler::bytes(size_t n) {
-  if (n > data_.size() - pos_) fail("unexpected end of pickle data");
+  if (n > data_.size() - pos_) run_out();
   auto s = data_.substr(pos_, n);
   pos_ += n;
   return s;
@@ -239,7 +244,7 @@ PickleValuePtr Unpickler::load() {
       case 'c': {  // GLOBAL "module\nname\n"
         auto read_line = [this]() {
           const size_t end = data_.find('\n', pos_);
-          if (end == std::string_view::npos) fail("unexpected end of pickle data");
+          if (end == std::string_view::npos) run_out();
           std::string s(data_.substr(pos_, end - pos_));
           pos_ = end + 1;
           return s;

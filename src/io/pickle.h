@@ -48,9 +48,12 @@ class Unpickler {
   PickleValuePtr load();
   // Bytes of `data` read so far: where the next pickle of a stream of pickles begins.
   size_t consumed() const { return pos_; }
+  // Whether load() failed because the data ended (more bytes of a longer stream might do).
+  bool ran_out() const { return ran_out_; }
 
  private:
   [[noreturn]] void fail(const std::string& problem) const;
+  [[noreturn]] void run_out();
   uint8_t byte();
   std::string_view bytes(size_t n);
   PickleValuePtr pop();
@@ -62,6 +65,7 @@ class Unpickler {
   std::string where_;
   std::string_view data_;
   size_t pos_ = 0;
+  bool ran_out_ = false;
   StorageLoader load_storage_;
   std::vector<PickleValuePtr> stack_;
   // A map, as Python's: a few bytes of LONG_BINPUT may name any index without allocating up to it.
