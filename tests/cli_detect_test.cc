@@ -190,6 +190,15 @@ TEST_F(DetectCli, WrongFilesAreOneLineErrors) {
                                   file("x.json"));
   EXPECT_EQ(junk.exit_code, 1) << junk.output;
   EXPECT_NE(junk.output.find(file("junk.pth") + ": not a zip archive"), std::string::npos) << junk.output;
+  // mmdetection's legacy file cut in its tensor data.
+  const std::string legacy = test::read_bytes(detector_);
+  test::write_bytes(file("cut.pth"), legacy.substr(0, legacy.size() / 2));
+  const auto cut = test::run_cli("detect --detector " + file("cut.pth") + " --images " + file("photo") + " --out " +
+                                 file("x.json"));
+  EXPECT_EQ(cut.exit_code, 1) << cut.output;
+  // Half the data is gone: the storages then claim more than the file holds.
+  EXPECT_NE(cut.output.find(file("cut.pth") + ": tensor storage"), std::string::npos) << cut.output;
+  EXPECT_NE(cut.output.find("is larger than what the file holds"), std::string::npos) << cut.output;
   std::filesystem::create_directories(file("corrupt"));
   test::write_bytes(file("corrupt/000000000001.jpg"), "\xff\xd8\xff not really a jpeg");
   const auto corrupt = test::run_cli("detect --detector " + detector_ + " --images " + file("corrupt") + " --out " +

@@ -51,10 +51,9 @@ size_t count_indexed(const io::StateDict& state, const std::string& prefix, cons
 DarknetBottleneck::DarknetBottleneck(io::StateDict& state, const std::string& prefix, bool add_identity)
     : conv1_(load_conv_module(state, prefix + ".conv1")),
       conv2_(load_conv_module(state, prefix + ".conv2")),
-      add_identity_(add_identity) {
+      add_identity_(add_identity && conv1_.in_channels() == conv2_.out_channels()) {
   if (conv1_.out_channels() != conv2_.in_channels())
     throw Error(state.source(), "'" + prefix + "' conv1 and conv2 widths differ");
-  add_identity_ = add_identity && conv1_.in_channels() == conv2_.out_channels();
 }
 
 at::Tensor DarknetBottleneck::forward(const at::Tensor& x) const {
