@@ -13,14 +13,7 @@
 namespace ptq4sam {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(Checkpoint, RoundTripsEveryDtypeAndView) {
   test::TempDir dir;
@@ -94,39 +87,11 @@ TEST(Checkpoint, TruncatedAtEveryCut) {
   }
 }
 
-// Pickle pieces for hand-made files.
-std::string unicode(const std::string& s) {
-  const uint32_t n = uint32_t(s.size());
-  return std::string("X") + std::string(reinterpret_cast<const char*>(&n), 4) + s;
-}
-std::string long8(int64_t v) { return std::string("\x8a\x08", 2) + std::string(reinterpret_cast<const char*>(&v), 8); }
-std::string int_tuple(const std::vector<int64_t>& values) {
-  std::string t = "(";
-  for (const int64_t v : values) t += long8(v);
-  return t + "t";
-}
-
-// The stream of a legacy torch.save file (`_use_new_zipfile_serialization=False`) up to its
-// object: the magic number, the protocol version 1001 and an empty system-info dict.
-std::string legacy_header() {
-  return std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e", 15) +
-         std::string("\x80\x02M\xe9\x03.", 6) + "\x80\x02}.";
-}
-
-// A legacy file holding one float tensor "w" viewed with `sizes` and `strides` on a storage
-// that claims `claimed` elements and stores `data`.
-std::string legacy_file(int64_t claimed, const std::vector<float>& data, const std::vector<int64_t>& sizes = {4},
-                        const std::vector<int64_t>& strides = {1}) {
-  std::string out = legacy_header();
-  out += "\x80\x02}(" + unicode("w") + "ctorch._utils\n_rebuild_tensor_v2\n((" + unicode("storage") +
-         "ctorch\nFloatStorage\n" + unicode("0") + unicode("cpu") + long8(claimed) + "NtQ" + long8(0) +
-         int_tuple(sizes) + int_tuple(strides) + "\x89" + "ccollections\nOrderedDict\n)RtRu.";
-  out += "\x80\x02]" + unicode("0") + "a.";  // storage keys
-  const int64_t count = int64_t(data.size());
-  out += std::string(reinterpret_cast<const char*>(&count), 8);
-  out += std::string(reinterpret_cast<const char*>(data.data()), data.size() * 4);
-  return out;
-}
+using test::int_tuple;
+using test::legacy_file;
+using test::legacy_header;
+using test::long8;
+using test::unicode;
 
 TEST(Checkpoint, ReadsTheLegacyFormat) {
   test::TempDir dir;
@@ -199,6 +164,19 @@ TEST(Checkpoint, LargeMemoIndicesAllocateNothing) {
   rusage after{};
   getrusage(RUSAGE_SELF, &after);
   EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 256 * 1024) << "KiB of peak RSS";
+}
+
+// A list appended to itself, a dict holding itself: gone once the caller lets the root go.
+TEST(Checkpoint, ValuesReferringToThemselvesAreFreed) {
+  for (const std::string& data : {std::string("\x80\x02]q\x00h\x00" "a.", 9),  // EMPTY_LIST, BINPUT, BINGET, APPEND
+                                  std::string("\x80\x02}q\x00K\x01h\x00s.", 11)}) {  // EMPTY_DICT, ... SETITEM
+    io::PickleValuePtr root = io::Unpickler("cycle.pkl", data, nullptr).load();
+    const std::weak_ptr<io::PickleValue> inner =
+        root->kind == io::PickleValue::Kind::List ? root->items.at(0) : root->dict.at(0).second;
+    EXPECT_EQ(inner.lock().get(), root.get());
+    root.reset();
+    EXPECT_TRUE(inner.expired());
+  }
 }
 
 TEST(Checkpoint, ForbiddenGlobalIsNamedAndNeverRun) {

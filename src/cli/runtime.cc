@@ -5,10 +5,12 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "kernels/cpu_isa.h"
 
 namespace ptq4sam::cli {
 
 void init_runtime(int threads) {
+  kernels::cpu_isa();  // a bad PTQ4SAM_CPU fails here, before any work
   const int n = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
   // LibTorch and oneDNN share the OpenMP runtime, so one setting serves both.
   at::set_num_threads(n);

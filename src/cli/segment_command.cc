@@ -2,10 +2,10 @@
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "cli/overlay.h"
+#include "cli/prompt_options.h"
 #include "coco/rle.h"
 #include "io/atomic_file.h"
 #include "io/image.h"
@@ -25,23 +25,6 @@ struct SegmentOptions {
   quant::Backend backend = quant::Backend::kInteger;
 };
 
-std::vector<double> parse_numbers(const std::string& text, size_t count, const std::string& option, const char* form) {
-  std::vector<double> values;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      size_t used = 0;
-      values.push_back(std::stod(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw Error(option + " '" + text + "'", std::string("expected ") + form);
-    }
-  }
-  if (values.size() != count) throw Error(option + " '" + text + "'", std::string("expected ") + form);
-  return values;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -56,17 +39,8 @@ int run_segment(const SegmentOptions& o) {
   const int64_t height = image.size(0), width = image.size(1);
 
   sam::Prompt prompt;
-  for (const auto& text : o.points) {
-    const auto v = parse_numbers(text, 3, "--point", "X,Y,LABEL with LABEL 1 (foreground) or 0 (background)");
-    sam::Point p{v[0], v[1], int(v[2])};
-    if (v[2] != 0 && v[2] != 1) throw Error("--point '" + text + "'", "LABEL must be 1 (foreground) or 0 (background)");
-    sam::check_point(p, width, height, "--point '" + text + "'");
-    prompt.points.push_back(p);
-  }
-  if (!o.box.empty()) {
-    const auto v = parse_numbers(o.box, 4, "--box", "X0,Y0,X1,Y1");
-    prompt.box = sam::clip_box({v[0], v[1], v[2], v[3]}, width, height, "--box '" + o.box + "'");
-  }
+  for (const auto& text : o.points) prompt.points.push_back(parse_point_option(text, width, height));
+  if (!o.box.empty()) prompt.box = parse_box_option(o.box, width, height);
   if (!o.mask_input.empty()) {
     const at::Tensor mask = io::read_npy(o.mask_input);
     const int64_t side = 4 * model->config.image_embedding_size();

@@ -1,5 +1,7 @@
 #include "io/image.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <opencv2/imgcodecs.hpp>
@@ -9,12 +11,61 @@
 #include "util/error.h"
 
 namespace ptq4sam::io {
+namespace {
+
+uint32_t big_endian(const unsigned char* p, int bytes) {
+  uint32_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+// Width x height from a PNG's IHDR or a JPEG's frame header, where the bytes are one; else 0.
+int64_t declared_pixels(const std::vector<unsigned char>& b) {
+  static const unsigned char kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (b.size() >= 24 && std::equal(kPng, kPng + 8, b.begin()))
+    return int64_t(big_endian(&b[16], 4)) * int64_t(big_endian(&b[20], 4));
+  if (b.size() < 4 || b[0] != 0xff || b[1] != 0xd8) return 0;
+  // Segments after SOI: 0xff, a marker, a 2-byte length (standalone markers have none).
+  size_t i = 2;
+  while (i + 4 <= b.size()) {
+    if (b[i] != 0xff) return 0;
+    const unsigned char marker = b[i + 1];
+    if (marker == 0xff) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (marker == 0xd8 || marker == 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      i += 2;
+      continue;
+    }
+    const size_t length = big_endian(&b[i + 2], 2);
+    const bool frame = marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc;
+    if (frame && i + 9 <= b.size()) return int64_t(big_endian(&b[i + 5], 2)) * int64_t(big_endian(&b[i + 7], 2));
+    if (marker == 0xda || length < 2) return 0;  // entropy-coded data follows: no frame seen
+    i += 2 + length;
+  }
+  return 0;
+}
+
+// OpenCV's own bound for the formats we do not read headers of; read once, at its first decode.
+void limit_opencv_pixels() {
+  static const bool set = [] {
+    return ::setenv("OPENCV_IO_MAX_IMAGE_PIXELS", std::to_string(kMaxImagePixels).c_str(), 0) == 0;
+  }();
+  (void)set;
+}
+
+}  // namespace
 
 at::Tensor read_image_bgr(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path, "cannot open image file");
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (bytes.empty()) throw Error(path, "image file is empty");
+  if (declared_pixels(bytes) > kMaxImagePixels)
+    throw Error(path, "image header declares " + std::to_string(declared_pixels(bytes)) + " pixels, more than " +
+                          std::to_string(kMaxImagePixels));
+  limit_opencv_pixels();
   // IMREAD_COLOR also applies EXIF orientation, as cv2.imread in the official SAM scripts.
   cv::Mat bgr;
   try {

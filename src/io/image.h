@@ -6,8 +6,12 @@
 
 namespace ptq4sam::io {
 
+// The most pixels an image may have: 2^26 (8192 x 8192), 192 MB decoded. A PNG or JPEG header
+// claiming more is refused before decoding, other formats by OpenCV's own limit, set to this.
+constexpr int64_t kMaxImagePixels = int64_t(1) << 26;
+
 // Decodes an image file into an RGB uint8 tensor of shape H x W x 3. Throws ptq4sam::Error
-// naming the file when it is missing or does not decode.
+// naming the file when it is missing, too large or does not decode.
 at::Tensor read_image_rgb(const std::string& path);
 
 // The same decoding in OpenCV's BGR order (cv2.imread / mmcv.imfrombytes, as mmdetection's

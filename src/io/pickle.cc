@@ -67,6 +67,26 @@ PickleValue::~PickleValue() {
   }
 }
 
+Unpickler::LoadedTree::~LoadedTree() {
+  root.reset();
+  // What is still alive now is kept so by a cycle (a list appended to itself, a dict holding
+  // itself): emptied, it goes too.
+  for (const auto& weak : containers) {
+    if (const PickleValuePtr container = weak.lock()) {
+      std::vector<PickleValuePtr> items = std::move(container->items);
+      auto dict = std::move(container->dict);
+      container->items.clear();
+      container->dict.clear();
+    }
+  }
+}
+
+PickleValuePtr Unpickler::make_container(PickleValue::Kind kind) {
+  PickleValuePtr v = make(kind);
+  containers_.push_back(v);
+  return v;
+}
+
 Unpickler::Unpickler(std::string where, std::string_view data, StorageLoader load_storage)
     : where_(std::move(where)), data_(data), load_storage_(std::move(load_storage)) {}
 
@@ -139,7 +159,7 @@ PickleValuePtr Unpickler::persistent_load(const PickleValuePtr& pid) {
 PickleValuePtr Unpickler::reduce(const PickleValuePtr& callable, const PickleValuePtr& args) {
   if (callable->kind != Kind::Global) fail("REDUCE on a non-callable");
   const std::string& name = callable->string_value;
-  if (name == "collections.OrderedDict" || name == "builtins.dict") return make(Kind::Dict);
+  if (name == "collections.OrderedDict" || name == "builtins.dict") return make_container(Kind::Dict);
   if (name == "torch._utils._rebuild_parameter") {
     if (args->kind != Kind::Tuple || args->items.empty() || args->items[0]->kind != Kind::Tensor)
       fail("malformed _rebuild_parameter arguments");
@@ -188,8 +208,13 @@ PickleValuePtr Unpickler::load() {
       case 0x80: byte(); break;                             // PROTO
       case 0x95: bytes(8); break;                           // FRAME
       case '.': {                                           // STOP
-        auto v = pop();
-        return v;
+        auto tree = std::make_shared<LoadedTree>();
+        tree->root = pop();
+        tree->containers = std::move(containers_);
+        containers_.clear();
+        // The caller's pointer to the root shares ownership of the whole tree (aliasing).
+        PickleValue* root = tree->root.get();
+        return PickleValuePtr(tree, root);
       }
       case '(': stack_.push_back(make(Kind::Mark)); break;  // MARK
       case 'N': stack_.push_back(make(Kind::None)); break;
@@ -262,8 +287,8 @@ PickleValuePtr Unpickler::load() {
         break;
       }
       case ')': stack_.push_back(make(Kind::Tuple)); break;  // EMPTY_TUPLE
-      case ']': stack_.push_back(make(Kind::List)); break;   // EMPTY_LIST
-      case '}': stack_.push_back(make(Kind::Dict)); break;   // EMPTY_DICT
+      case ']': stack_.push_back(make_container(Kind::List)); break;  // EMPTY_LIST
+      case '}': stack_.push_back(make_container(Kind::Dict)); break;  // EMPTY_DICT
       case 't': {                                            // TUPLE
         auto v = make(Kind::Tuple);
         v->items = pop_to_mark();
@@ -278,7 +303,7 @@ PickleValuePtr Unpickler::load() {
         break;
       }
       case 'l': {  // LIST
-        auto v = make(Kind::List);
+        auto v = make_container(Kind::List);
         v->items = pop_to_mark();
         stack_.push_back(v);
         break;
@@ -312,7 +337,7 @@ PickleValuePtr Unpickler::load() {
       case 'd': {  // DICT
         auto items = pop_to_mark();
         if (items.size() % 2) fail("DICT with an odd number of items");
-        auto v = make(Kind::Dict);
+        auto v = make_container(Kind::Dict);
         for (size_t i = 0; i < items.size(); i += 2) v->dict.emplace_back(items[i], items[i + 1]);
         stack_.push_back(v);
         break;

@@ -44,7 +44,9 @@ class Unpickler {
   // `where` names the source in error messages (e.g. "model.pth:archive/data.pkl").
   Unpickler(std::string where, std::string_view data, StorageLoader load_storage);
 
-  // Reads one pickle, up to and including its STOP opcode.
+  // Reads one pickle, up to and including its STOP opcode. The root owns the values the load
+  // built: once the last pointer to it goes, every list and dict of the load is emptied, so
+  // that values which refer to themselves are freed too (keep the root while using a part).
   PickleValuePtr load();
   // Bytes of `data` read so far: where the next pickle of a stream of pickles begins.
   size_t consumed() const { return pos_; }
@@ -61,6 +63,13 @@ class Unpickler {
   PickleValuePtr make_global(const std::string& module, const std::string& name);
   PickleValuePtr reduce(const PickleValuePtr& callable, const PickleValuePtr& args);
   PickleValuePtr persistent_load(const PickleValuePtr& pid);
+  PickleValuePtr make_container(PickleValue::Kind kind);
+
+  struct LoadedTree {
+    PickleValuePtr root;
+    std::vector<std::weak_ptr<PickleValue>> containers;
+    ~LoadedTree();
+  };
 
   std::string where_;
   std::string_view data_;
@@ -70,6 +79,7 @@ class Unpickler {
   std::vector<PickleValuePtr> stack_;
   // A map, as Python's: a few bytes of LONG_BINPUT may name any index without allocating up to it.
   std::unordered_map<uint32_t, PickleValuePtr> memo_;
+  std::vector<std::weak_ptr<PickleValue>> containers_;  // every list and dict made so far
 };
 
 }  // namespace ptq4sam::io

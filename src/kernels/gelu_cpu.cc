@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "kernels/exp_avx512.h"
+#include "kernels/exp.h"
 #include "kernels/gelu.h"
 #include "kernels/load_avx512.h"
 #include "util/error.h"
@@ -27,11 +27,10 @@ __attribute__((target("avx512f"))) void gelu_avx512(float* x, int64_t n) {
     const __m512 z = _mm512_mul_ps(v, _mm512_set1_ps(kSqrtHalf));
     const __m512i sign = _mm512_and_si512(_mm512_castps_si512(z), sign_bit);
     const __m512 a = _mm512_abs_ps(z);
-    // 1 / d by the 14-bit reciprocal and one Newton step (about 2^-23 relative): the division
-    // took a third of the function.
+    // A true division, not rcp14 and a Newton step: rcp14's bits are the CPU's own, and the
+    // generic version must give the same numbers.
     const __m512 d = _mm512_fmadd_ps(_mm512_set1_ps(kP), a, one);
-    const __m512 guess = _mm512_rcp14_ps(d);
-    const __m512 t = _mm512_fmadd_ps(guess, _mm512_fnmadd_ps(d, guess, one), guess);
+    const __m512 t = _mm512_div_ps(one, d);
     __m512 poly = _mm512_fmadd_ps(_mm512_set1_ps(kA5), t, _mm512_set1_ps(kA4));
     poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kA3));
     poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(kA2));
@@ -43,8 +42,22 @@ __attribute__((target("avx512f"))) void gelu_avx512(float* x, int64_t n) {
   }
 }
 
+// gelu_avx512 lane by lane, the same operations: the same bits.
 void gelu_generic(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = (x[i] * 0.5f) * (1.0f + std::erf(x[i] * kSqrtHalf));
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float z = v * kSqrtHalf;
+    const float t = 1.0f / std::fma(kP, std::fabs(z), 1.0f);
+    float poly = std::fma(kA5, t, kA4);
+    poly = std::fma(poly, t, kA3);
+    poly = std::fma(poly, t, kA2);
+    poly = std::fma(poly, t, kA1);
+    const float decay = exp_scalar(-(z * z)) * t;
+    // The sign flipped as the vector code's xor does (not copysign: the value may be -0 or below).
+    const float magnitude = std::fma(-decay, poly, 1.0f);
+    const float erf = std::signbit(z) ? -magnitude : magnitude;
+    x[i] = (v * 0.5f) * (1.0f + erf);
+  }
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 #pragma once
 // The u8 x s8 -> s32 pieces the integer kernels share (quantized_linear, quantized_attention):
-// oneDNN's engine, matmul primitives cached by shape and weights layout, and the u8 codes of an
+// matmul primitives on oneDNN's engine (kernels/onednn.h) cached by shape and weights layout, and the u8 codes of an
 // activation row. Only the kernels' CPU files include it (it pulls in oneDNN).
 #include <dnnl.hpp>
 
@@ -9,8 +9,6 @@
 #include "kernels/quantized_linear.h"
 
 namespace ptq4sam::kernels::int_matmul {
-
-dnnl::engine& engine();
 
 // The weights layout oneDNN prefers for products with `typical_rows` rows of (K x N) s8.
 dnnl::memory::desc preferred_weights(int64_t typical_rows, int64_t k, int64_t n);

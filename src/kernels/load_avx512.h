@@ -1,5 +1,5 @@
 #pragma once
-// What the AVX-512 kernels share around their arithmetic: the CPU check that picks them, and
+// What the AVX-512 kernels share around their arithmetic: the check that picks them, and
 // loads of up to 16 lanes, a whole vector by a plain load, a tail by a masked one (its other
 // lanes 0). On this machine's CPU (AMD EPYC) a masked load whose line is
 // not in L1 cost four times a plain one: quantizing 4096 x 768 float32 activations from memory
@@ -8,15 +8,13 @@
 
 #include <cstdint>
 
+#include "kernels/cpu_isa.h"
+
 namespace ptq4sam::kernels {
 
-// AVX-512 with byte and 128-bit forms (every AVX-512 CPU since Skylake-SP): what every
-// kernel's AVX-512 version may use.
-inline bool has_avx512() {
-  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                             __builtin_cpu_supports("avx512vl");
-  return avx512;
-}
+// AVX-512 with byte and 128-bit forms (every AVX-512 CPU since Skylake-SP), not turned off by
+// PTQ4SAM_CPU: what every kernel's AVX-512 version may use.
+inline bool has_avx512() { return cpu_has(CpuIsa::kAvx512); }
 
 // The lanes of the 16 elements from i of n: all, the tail's first n - i, or none past n.
 inline __mmask16 lanes16(int64_t i, int64_t n) {

@@ -9,13 +9,15 @@
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/onednn.h"
 #include "util/error.h"
 
 namespace ptq4sam::kernels {
 
 dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  // PTQ4SAM_CPU caps oneDNN's ISA, which only holds before its first primitive.
+  static dnnl::engine engine = (cpu_isa(), dnnl::engine(dnnl::engine::kind::cpu, 0));
   return engine;
 }
 

@@ -13,7 +13,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels/exp_avx512.h"
+#include "kernels/exp.h"
 #include "kernels/int_matmul.h"
 #include "kernels/load_avx512.h"
 #include "kernels/log_grid.h"
@@ -175,10 +175,20 @@ __attribute__((target("avx512f"))) float exp_shifted_avx512(float* x, int64_t n,
   return _mm512_reduce_add_ps(_mm512_add_ps(even, odd));
 }
 
+// exp_shifted_avx512 lane by lane: its exponential and its order of sums, so the same sum.
 float exp_shifted_generic(float* x, int64_t n, float max) {
-  float sum = 0.0f;
-  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - max));
-  return sum;
+  float even[16] = {}, odd[16] = {};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int l = 0; l < 16; ++l) {
+      even[l] += (x[i + l] = exp_scalar(x[i + l] - max));
+      odd[l] += (x[i + 16 + l] = exp_scalar(x[i + 16 + l] - max));
+    }
+  for (; i < n; i += 16)
+    for (int l = 0; l < 16 && i + l < n; ++l) even[l] += (x[i + l] = exp_scalar(x[i + l] - max));
+  float lanes[16];
+  for (int l = 0; l < 16; ++l) lanes[l] = even[l] + odd[l];
+  return reduce_add16(lanes);
 }
 
 // One row of scores from its s32 products: float((acc + row_term) + col_term) * scale, then
@@ -264,12 +274,13 @@ void scale_row(float* p, int64_t n, float factor) {
 }
 
 // One product's output rows: float((acc + row_term) + col_term) * scale into a strided matrix.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void dequantize_rows(
+static inline __attribute__((always_inline)) void dequantize_rows_body(
     const int32_t* acc, int64_t rows, int64_t n, const int32_t* row_terms, const int32_t* col_term, float scale,
     float* out, int64_t out_stride) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < n; ++j) out[r * out_stride + j] = float(acc[r * n + j] + row_terms[r] + col_term[j]) * scale;
 }
+PTQ4SAM_DISPATCH_BY_ISA(void, dequantize_rows, (const int32_t* acc, int64_t rows, int64_t n, const int32_t* row_terms, const int32_t* col_term, float scale, float* out, int64_t out_stride), (acc, rows, n, row_terms, col_term, scale, out, out_stride))
 
 // AGQ's levels as integer planes (IntegerAttention::log_probs): code c = tau e + r stands for
 // scale 2^(-r / tau) 2^(-e); within residue class r the integer 2^(top - e), top = levels / tau
@@ -470,7 +481,7 @@ void log_planes_avx512(const float* e, int64_t n, float inv_sum, const LogPlanes
 // plane's factor * v_scale (LogPlanes::factors scaled once per head, not per chunk). The first
 // plane is stored, not added to zero: the same float32 sums. Not contracted into FMAs, so every
 // clone rounds alike.
-__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off"))) void combine_planes(
+static inline __attribute__((always_inline)) void combine_planes_body(
     const int32_t* acc, const float* factors, int32_t count, int64_t rows, int64_t dv, const int32_t* row_terms,
     float* out, int64_t out_stride) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -489,6 +500,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contrac
     }
   }
 }
+PTQ4SAM_DISPATCH_BY_ISA(void, combine_planes, (const int32_t* acc, const float* factors, int32_t count, int64_t rows, int64_t dv, const int32_t* row_terms, float* out, int64_t out_stride), (acc, factors, count, rows, dv, row_terms, out, out_stride))
 
 // SAM's decomposed relative positions as the kernel reads them: per query grid row (h) or
 // column (w), its (k_h x d) or (k_w x d) table transposed to d x pad, its key columns padded

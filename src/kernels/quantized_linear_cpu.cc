@@ -13,6 +13,7 @@
 #include "kernels/gelu.h"
 #include "kernels/int_matmul.h"
 #include "kernels/load_avx512.h"
+#include "kernels/onednn.h"
 #include "kernels/quantized_linear.h"
 #include "kernels/quantize_step.h"
 #include "kernels/quantize_step_avx512.h"
@@ -32,11 +33,6 @@ namespace int_matmul {
 
 using dnnl::memory;
 
-dnnl::engine& engine() {
-  static dnnl::engine cpu(dnnl::engine::kind::cpu, 0);
-  return cpu;
-}
-
 namespace {
 
 // Scratchpads are the caller's (user mode): several threads may then run the same primitive at
@@ -46,7 +42,7 @@ dnnl::matmul::primitive_desc matmul_desc(int64_t m, const memory::desc& weights)
   const memory::desc dst({m, weights.dims()[1]}, memory::data_type::s32, memory::format_tag::ab);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), attr, engine());
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), attr, cpu_engine());
 }
 
 struct CachedMatmul {
@@ -94,12 +90,12 @@ BoundMatmul bind(int64_t m, const memory::desc& weights) {
   b.weights = weights;
   b.matmul = cached_primitive(m, weights);  // a copy: another thread may clear the cache
   const int64_t k = weights.dims()[0], n = weights.dims()[1];
-  b.src = memory({{m, k}, memory::data_type::u8, memory::format_tag::ab}, engine(), nullptr);
-  b.weight_codes = memory(weights, engine(), nullptr);
-  b.dst = memory({{m, n}, memory::data_type::s32, memory::format_tag::ab}, engine(), nullptr);
+  b.src = memory({{m, k}, memory::data_type::u8, memory::format_tag::ab}, cpu_engine(), nullptr);
+  b.weight_codes = memory(weights, cpu_engine(), nullptr);
+  b.dst = memory({{m, n}, memory::data_type::s32, memory::format_tag::ab}, cpu_engine(), nullptr);
   b.args = {{DNNL_ARG_SRC, b.src}, {DNNL_ARG_WEIGHTS, b.weight_codes}, {DNNL_ARG_DST, b.dst}};
   if (b.matmul.scratchpad.get_size() > 0) {
-    b.scratchpad = memory(b.matmul.scratchpad, engine(), nullptr);
+    b.scratchpad = memory(b.matmul.scratchpad, cpu_engine(), nullptr);
     b.args.emplace(DNNL_ARG_SCRATCHPAD, b.scratchpad);
   }
   return b;
@@ -131,14 +127,14 @@ void run(int64_t m, const uint8_t* src, const memory::desc& weights, const void*
     if (scratchpad.size() < bytes) scratchpad.resize(bytes);
     b.scratchpad.set_data_handle(scratchpad.data());
   }
-  thread_local dnnl::stream stream(engine());
+  thread_local dnnl::stream stream(cpu_engine());
   b.matmul.primitive.execute(stream, b.args);
   stream.wait();
 }
 
 namespace {
 
-__attribute__((target_clones("avx2", "default"), optimize("no-trapping-math"))) int32_t quantize_span(
+static inline __attribute__((always_inline)) int32_t quantize_span_body(
     const float* in, uint8_t* out, int64_t k, float scale, float zero_point, float lo, float hi, int32_t shift) {
   int32_t sum = 0;
   for (int64_t c = 0; c < k; ++c) {
@@ -148,6 +144,7 @@ __attribute__((target_clones("avx2", "default"), optimize("no-trapping-math"))) 
   }
   return sum;
 }
+PTQ4SAM_DISPATCH_BY_ISA(int32_t, quantize_span, (const float* in, uint8_t* out, int64_t k, float scale, float zero_point, float lo, float hi, int32_t shift), (in, out, k, scale, zero_point, lo, hi, shift))
 
 // quantize_step's codes without its division, which bounded the loop: x / scale correctly
 // rounded from x * (1 / scale) by Markstein's correction (the exact remainder x - q scale by one
@@ -197,15 +194,16 @@ constexpr int64_t kTypicalRows = 4096;
 // layout's padding (zeros) packs too.
 constexpr int64_t kNibbleGroup = 128;
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void pack_nibbles(const int8_t* in, uint8_t* out,
+static inline __attribute__((always_inline)) void pack_nibbles_body(const int8_t* in, uint8_t* out,
                                                                                 int64_t groups) {
   constexpr int64_t half = kNibbleGroup / 2;
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t j = 0; j < half; ++j)
       out[g * half + j] = uint8_t((in[g * kNibbleGroup + j] & 0x0f) | (in[g * kNibbleGroup + half + j] << 4));
 }
+PTQ4SAM_DISPATCH_BY_ISA(void, pack_nibbles, (const int8_t* in, uint8_t* out, int64_t groups), (in, out, groups))
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void unpack_nibble_groups(const uint8_t* in, int8_t* out,
+static inline __attribute__((always_inline)) void unpack_nibble_groups_body(const uint8_t* in, int8_t* out,
                                                                                         int64_t groups) {
   constexpr int64_t half = kNibbleGroup / 2;
   for (int64_t g = 0; g < groups; ++g) {
@@ -218,6 +216,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void unpack_nibble_
     }
   }
 }
+PTQ4SAM_DISPATCH_BY_ISA(void, unpack_nibble_groups, (const uint8_t* in, int8_t* out, int64_t groups), (in, out, groups))
 
 // A layer's weights are unpacked on every call (each block's MLP once per row chunk): in
 // parallel.
@@ -236,8 +235,8 @@ std::shared_ptr<const PackedWeightCodes> pack_codes(const at::Tensor& codes, boo
   const int64_t size = int64_t(packed->desc.get_size());
   const int64_t groups = nibbles ? (size + kNibbleGroup - 1) / kNibbleGroup : 0;
   at::Tensor blocked = at::zeros({std::max(size, groups * kNibbleGroup)}, at::kChar);
-  memory from(plain, int_matmul::engine(), codes.data_ptr()), to(packed->desc, int_matmul::engine(), blocked.data_ptr());
-  dnnl::stream stream(int_matmul::engine());
+  memory from(plain, cpu_engine(), codes.data_ptr()), to(packed->desc, cpu_engine(), blocked.data_ptr());
+  dnnl::stream stream(cpu_engine());
   dnnl::reorder(from, to).execute(stream, from, to);
   stream.wait();
   packed->nibbles = nibbles;
@@ -254,11 +253,12 @@ std::shared_ptr<const PackedWeightCodes> pack_codes(const at::Tensor& codes, boo
 // rounded after the product and after the sum as code_linear's separate ATen ops are: never
 // contracted into a fused multiply-add (GCC otherwise may, and did once another function here
 // carried an optimize attribute).
-__attribute__((target_clones("avx2", "default"), optimize("fp-contract=off"))) void dequantize_row_generic(
+static inline __attribute__((always_inline)) void dequantize_row_loop_body(
     const int32_t* acc, float* y, int64_t n, int32_t a_sum, const int32_t* zw, const int32_t* column_term,
     const float* scale, const float* bias) {
   for (int64_t j = 0; j < n; ++j) y[j] = float(acc[j] - zw[j] * a_sum + column_term[j]) * scale[j] + bias[j];
 }
+PTQ4SAM_DISPATCH_BY_ISA(void, dequantize_row_loop, (const int32_t* acc, float* y, int64_t n, int32_t a_sum, const int32_t* zw, const int32_t* column_term, const float* scale, const float* bias), (acc, y, n, a_sum, zw, column_term, scale, bias))
 
 // The same in whole 512-bit vectors (GCC's clone used 256-bit ones), masked at the tail; the
 // product and the sum rounded apart here too.
@@ -278,7 +278,7 @@ __attribute__((target("avx512f"), optimize("fp-contract=off"))) void dequantize_
 
 void dequantize_row(const int32_t* acc, float* y, int64_t n, int32_t a_sum, const int32_t* zw,
                     const int32_t* column_term, const float* scale, const float* bias) {
-  (has_avx512() ? dequantize_row_avx512 : dequantize_row_generic)(acc, y, n, a_sum, zw, column_term, scale, bias);
+  (has_avx512() ? dequantize_row_avx512 : dequantize_row_loop)(acc, y, n, a_sum, zw, column_term, scale, bias);
 }
 
 void check_grid(const ActivationQuantization& q) {
@@ -379,13 +379,14 @@ at::Tensor code_linear(const at::Tensor& a_codes, const at::Tensor& w_codes, con
 }
 
 bool integer_matmul_exact() {
-  // Asked once: the attention asks per product, and oneDNN fixes its ISA at first use anyway.
-  static const bool exact = [] {
+  // oneDNN fixes its ISA at first use: asked once. cpu_vnni() may still turn it off (tests).
+  static const bool onednn_vnni = [] {
+    cpu_engine();  // applies PTQ4SAM_CPU's cap first
     const auto isa = dnnl::get_effective_cpu_isa();
     return isa == dnnl::cpu_isa::avx512_core_vnni || isa == dnnl::cpu_isa::avx512_core_bf16 ||
            isa == dnnl::cpu_isa::avx512_core_amx || isa == dnnl::cpu_isa::avx2_vnni;
   }();
-  return exact;
+  return onednn_vnni && cpu_vnni();
 }
 
 ActivationCodes quantize_activations(const at::Tensor& x, const ActivationQuantization& input) {
@@ -463,9 +464,10 @@ void activate_row(float* row, int64_t n, Activation activation) {
 }
 
 // y[j] = x[j] + y[j]: the residual added as at::add(x, layer(x)) adds it.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void add_row(const float* x, float* y, int64_t n) {
+static inline __attribute__((always_inline)) void add_row_body(const float* x, float* y, int64_t n) {
   for (int64_t j = 0; j < n; ++j) y[j] = x[j] + y[j];
 }
+PTQ4SAM_DISPATCH_BY_ISA(void, add_row, (const float* x, float* y, int64_t n), (x, y, n))
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu_isa.h"
 #include "kernels/log_grid.h"
 #include "kernels/quantize_step.h"
 
@@ -23,10 +24,11 @@ namespace {
 
 // fake_quantize's float32 operations in its order, one pass: q/k/v of every attention go
 // through it on each forward.
-__attribute__((target_clones("avx512f", "avx2", "default"), optimize("no-trapping-math"))) void fake_quantize_span(
+static inline __attribute__((always_inline)) void fake_quantize_span_body(
     const float* in, float* out, int64_t n, float scale, float zero_point, float lo, float hi) {
   for (int64_t i = 0; i < n; ++i) out[i] = (kernels::quantize_step(in[i], scale, zero_point, lo, hi) - zero_point) * scale;
 }
+PTQ4SAM_DISPATCH_BY_ISA(void, fake_quantize_span, (const float* in, float* out, int64_t n, float scale, float zero_point, float lo, float hi), (in, out, n, scale, zero_point, lo, hi))
 
 // dst[i] = table[codes[i]] for codes in [0, size), size <= 65 (log quantizers of up to 6 bits),
 // with AVX-512: the table sits in four registers and two two-register permutes look 16 codes
@@ -97,7 +99,7 @@ at::Tensor fake_log_quantize_autograd(const at::Tensor& x, const Scale& scale, i
 // Codes of integer tau from the bits of max(x, 1e-20) / s, lane-wise (built for each vector
 // width; the loader picks the widest the CPU has). True when some ratio was zero, subnormal or
 // not finite: those codes are wrong and must be redone.
-__attribute__((target_clones("avx512f", "avx2", "default"))) bool log_codes(const float* in, int32_t* codes,
+static inline __attribute__((always_inline)) bool log_codes_body(const float* in, int32_t* codes,
                                                                            int64_t n, float scale,
                                                                            const uint32_t* thresholds, int32_t tau,
                                                                            int32_t top) {
@@ -115,6 +117,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) bool log_codes(cons
   }
   return any_special != 0;
 }
+PTQ4SAM_DISPATCH_BY_ISA(bool, log_codes, (const float* in, int32_t* codes, int64_t n, float scale, const uint32_t* thresholds, int32_t tau, int32_t top), (in, codes, n, scale, thresholds, tau, top))
 
 }  // namespace
 
@@ -166,8 +169,7 @@ void LogQuantTable::codes(const float* in, int32_t* out, int64_t n) const {
 void LogQuantTable::apply(const float* in, float* out, int64_t n) const {
   constexpr int64_t kBlock = 1024;
   int32_t block_codes[kBlock];
-  static const bool has_avx512 = __builtin_cpu_supports("avx512f");
-  const bool in_registers = has_avx512 && values_.size() <= 65;
+  const bool in_registers = kernels::cpu_has(kernels::CpuIsa::kAvx512) && values_.size() <= 65;
   const float* table = values_.data();
   for (int64_t start = 0; start < n; start += kBlock) {
     const int64_t count = std::min(kBlock, n - start);
