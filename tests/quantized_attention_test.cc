@@ -30,7 +30,6 @@ struct Comparison {
 };
 
 Comparison compare(const Case& c) {
-  if (!kernels::integer_matmul_exact()) return {};
   at::manual_seed(11);
   const int64_t channels = c.heads * c.head_dim;
   const at::Tensor qkv = at::randn({c.batch, c.n, 3, channels}) * 2;
@@ -81,7 +80,6 @@ Comparison compare(const Case& c) {
 }
 
 void expect_simulated(const Case& c) {
-  if (!kernels::integer_matmul_exact()) GTEST_SKIP() << "this CPU has no VNNI: the integer attention is not used";
   const Comparison r = compare(c);
   EXPECT_LE(r.max_diff, r.flip_bound + 1e-5);
   EXPECT_LT(r.far_fraction, 0.01);
@@ -129,7 +127,6 @@ at::Tensor qkv_codes(const at::Tensor& qkv, const kernels::IntegerAttention& qua
 // bit for bit: a 9 x 11 grid in windows of 4 (padding on both sides), and one that 4 divides;
 // heads of 8 channels, and of SAM's 64 (whose codes the kernel gathers a vector a row).
 void expect_windows_match(int64_t height, int64_t width, bool log_probs, int64_t head_dim = 8) {
-  if (!kernels::integer_matmul_exact()) GTEST_SKIP() << "this CPU has no VNNI: the integer attention is not used";
   at::manual_seed(5);
   const int64_t batch = 2, window = 4, heads = 2, c = heads * head_dim;
   const at::Tensor qkv = at::randn({batch * height * width, 3 * c}) * 2, padding = at::randn({3 * c});

@@ -12,6 +12,12 @@
 namespace ptq4sam {
 namespace {
 
+// The integer linear's products are oneDNN's u8 x s8 ones, exact only with VNNI (elsewhere the
+// artifact loader keeps such layers simulated, which IntegerRuntime.FallsBackWithoutVnni holds).
+#define PTQ4SAM_REQUIRE_EXACT_INTEGER_MATMUL()                                                  \
+  if (!kernels::integer_matmul_exact())                                                         \
+    GTEST_SKIP() << "no VNNI here (or PTQ4SAM_CPU turned it off): the integer linear is not used"
+
 struct Case {
   int weight_bits;
   bool weight_symmetric;
@@ -20,6 +26,7 @@ struct Case {
 };
 
 TEST(QuantizedLinear, MatchesTheFakeQuantizedLayer) {
+  PTQ4SAM_REQUIRE_EXACT_INTEGER_MATMUL();
   at::manual_seed(11);
   for (const Case c : {Case{8, false, 8, false}, Case{6, false, 6, false}, Case{4, false, 4, false},
                        Case{8, true, 8, true}, Case{4, false, 8, true}}) {
@@ -93,6 +100,7 @@ TEST(QuantizedLinear, CodesAreTheFakeQuantizersToTheBit) {
 }
 
 TEST(QuantizedLinear, AgreesBitForBitWithCodeLinear) {
+  PTQ4SAM_REQUIRE_EXACT_INTEGER_MATMUL();
   at::manual_seed(12);
   for (const int act_bits : {4, 8}) {
     SCOPED_TRACE("A" + std::to_string(act_bits));
@@ -114,6 +122,7 @@ TEST(QuantizedLinear, AgreesBitForBitWithCodeLinear) {
 // old one is freed (perhaps at its address), each give the result of the same codes stored as
 // bytes (int4 codes lie on the 8-bit grid too, and the sums are exact).
 TEST(QuantizedLinear, Int4LayersTakingTurnsKeepTheirOwnCodes) {
+  PTQ4SAM_REQUIRE_EXACT_INTEGER_MATMUL();
   at::manual_seed(13);
   const int64_t m = 20, k = 256, n = 48;
   const kernels::ActivationQuantization aq{0.05f, 8, 0, 15};
@@ -147,6 +156,7 @@ TEST(QuantizedLinear, Int4LayersTakingTurnsKeepTheirOwnCodes) {
 // quantized by the next layer's quantizer (unsigned and signed grids), and a residual added in
 // the output pass as at::add adds it.
 TEST(QuantizedLinear, HandsItsOutputOnAsCodes) {
+  PTQ4SAM_REQUIRE_EXACT_INTEGER_MATMUL();
   at::manual_seed(14);
   const int64_t m = 37, k = 128, n = 300;
   const kernels::ActivationQuantization aq{0.03f, 9, 0, 15};

@@ -1,5 +1,7 @@
 #include "kernels/cpu_isa.h"
 
+#include <cpuid.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <dnnl.hpp>
@@ -26,7 +28,11 @@ CpuIsa detected_isa() {
 // The VNNI products oneDNN has at `isa`: AVX512-VNNI's, or AVX-VNNI's below AVX-512.
 bool vnni_at(CpuIsa isa) {
   if (isa == CpuIsa::kAvx512) return __builtin_cpu_supports("avx512vnni");
-  if (isa == CpuIsa::kAvx2) return __builtin_cpu_supports("avxvnni");
+  if (isa == CpuIsa::kAvx2) {
+    // AVX-VNNI is CPUID leaf 7, subleaf 1, EAX bit 4 (not every compiler's builtin knows it).
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
+  }
   return false;
 }
 
