@@ -179,6 +179,20 @@ TEST(Checkpoint, ValuesReferringToThemselvesAreFreed) {
   }
 }
 
+TEST(Checkpoint, CyclesOfAFailedLoadAreFreed) {
+  // A list holding itself and a storage, then the data ends: nothing returns the tree, and the
+  // reader must still free it (the fuzzer's leak-bf0c39... was of this kind).
+  const at::Tensor kept = at::zeros({4});
+  const std::string data = std::string("\x80\x02]q\x00h\x00" "a", 8) + "(X\x07\x00\x00\x00storage" +
+                           "ctorch\nFloatStorage\n" + std::string("X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQa", 23);
+  {
+    io::Unpickler unpickler("cut.pkl", data, [&](const std::string&, at::ScalarType, int64_t) { return kept; });
+    EXPECT_NE(error_of([&] { unpickler.load(); }).find("cut.pkl: unexpected end"), std::string::npos);
+    EXPECT_GT(kept.use_count(), 1);  // the cycle holds it while the reader lives
+  }
+  EXPECT_EQ(kept.use_count(), 1);
+}
+
 TEST(Checkpoint, ForbiddenGlobalIsNamedAndNeverRun) {
   // A pickle that would call os.system: the reader must refuse it by name.
   const std::string pickle = std::string("\x80\x02") + "cos\nsystem\n" + "X\x04\x00\x00\x00true" + "\x85R.";

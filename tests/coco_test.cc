@@ -50,6 +50,23 @@ TEST(CocoRle, PolygonRasterisation) {
   EXPECT_DOUBLE_EQ(crowd[0], 4.0 / 16.0);  // crowd: over the detection's area
 }
 
+TEST(CocoRle, RepeatedVerticesRasteriseAsTheirPolygon) {
+  // Annotators' polygons repeat points; rleFrPoly divides 0 by 0 there (the fuzzer's
+  // crash-d10c5a...), and the point it makes is skipped, so the mask is that of the polygon
+  // without the repeat.
+  const coco::Rle plain = coco::from_polygon({1, 1, 5, 1, 5, 5, 1, 5}, 8, 8);
+  for (const std::vector<double>& repeated : {std::vector<double>{1, 1, 5, 1, 5, 1, 5, 5, 1, 5},
+                                              std::vector<double>{1, 1, 1, 1, 5, 1, 5, 5, 1, 5, 1, 5},
+                                              std::vector<double>{2.3, 2.3, 2.3, 2.3, 2.3, 2.3}}) {
+    const coco::Rle r = coco::from_polygon(repeated, 8, 8);
+    if (repeated.size() == 6) {
+      EXPECT_EQ(coco::area(r), 0u);  // one point, three times: no area
+    } else {
+      EXPECT_EQ(r.counts, plain.counts);
+    }
+  }
+}
+
 TEST(CocoRle, MalformedStringsAreErrors) {
   EXPECT_THROW(coco::from_string("\x01\x02", 2, 2, "x"), Error);
   EXPECT_THROW(coco::from_string("4", 3, 3, "x"), Error);  // runs do not cover the 9 pixels

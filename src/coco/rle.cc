@@ -106,7 +106,10 @@ Rle from_polygon(const std::vector<double>& xy, int64_t h, int64_t w) {
       std::swap(xs, xe);
       std::swap(ys, ye);
     }
-    const double s = dx >= dy ? double(ye - ys) / dx : double(xe - xs) / dy;
+    // A repeated vertex (dx = dy = 0) makes rleFrPoly's slope 0/0 and its one point's y the
+    // x86 conversion of NaN; that point lies between two of the same x, so the boundary walk
+    // below skips it whatever its y: a zero slope gives the same mask without the NaN.
+    const double s = dx == 0 && dy == 0 ? 0.0 : dx >= dy ? double(ye - ys) / dx : double(xe - xs) / dy;
     if (dx >= dy) {
       for (int d = 0; d <= dx; ++d) {
         const int t = flip ? dx - d : d;

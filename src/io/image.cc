@@ -20,10 +20,11 @@ uint32_t big_endian(const unsigned char* p, int bytes) {
 }
 
 // Width x height from a PNG's IHDR or a JPEG's frame header, where the bytes are one; else 0.
-int64_t declared_pixels(const std::vector<unsigned char>& b) {
+// Unsigned: two 32-bit sides multiply past int64.
+uint64_t declared_pixels(const std::vector<unsigned char>& b) {
   static const unsigned char kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   if (b.size() >= 24 && std::equal(kPng, kPng + 8, b.begin()))
-    return int64_t(big_endian(&b[16], 4)) * int64_t(big_endian(&b[20], 4));
+    return uint64_t(big_endian(&b[16], 4)) * uint64_t(big_endian(&b[20], 4));
   if (b.size() < 4 || b[0] != 0xff || b[1] != 0xd8) return 0;
   // Segments after SOI: 0xff, a marker, a 2-byte length (standalone markers have none).
   size_t i = 2;
@@ -40,7 +41,7 @@ int64_t declared_pixels(const std::vector<unsigned char>& b) {
     }
     const size_t length = big_endian(&b[i + 2], 2);
     const bool frame = marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc;
-    if (frame && i + 9 <= b.size()) return int64_t(big_endian(&b[i + 5], 2)) * int64_t(big_endian(&b[i + 7], 2));
+    if (frame && i + 9 <= b.size()) return uint64_t(big_endian(&b[i + 5], 2)) * uint64_t(big_endian(&b[i + 7], 2));
     if (marker == 0xda || length < 2) return 0;  // entropy-coded data follows: no frame seen
     i += 2 + length;
   }
@@ -62,7 +63,7 @@ at::Tensor read_image_bgr(const std::string& path) {
   if (!in) throw Error(path, "cannot open image file");
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (bytes.empty()) throw Error(path, "image file is empty");
-  if (declared_pixels(bytes) > kMaxImagePixels)
+  if (declared_pixels(bytes) > uint64_t(kMaxImagePixels))
     throw Error(path, "image header declares " + std::to_string(declared_pixels(bytes)) + " pixels, more than " +
                           std::to_string(kMaxImagePixels));
   limit_opencv_pixels();

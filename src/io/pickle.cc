@@ -67,10 +67,11 @@ PickleValue::~PickleValue() {
   }
 }
 
-Unpickler::LoadedTree::~LoadedTree() {
-  root.reset();
-  // What is still alive now is kept so by a cycle (a list appended to itself, a dict holding
-  // itself): emptied, it goes too.
+namespace {
+
+// What is still alive once its owners are gone is kept so by a cycle (a list appended to itself, a
+// dict holding itself): emptied, it goes too.
+void empty_survivors(const std::vector<std::weak_ptr<PickleValue>>& containers) {
   for (const auto& weak : containers) {
     if (const PickleValuePtr container = weak.lock()) {
       std::vector<PickleValuePtr> items = std::move(container->items);
@@ -79,6 +80,20 @@ Unpickler::LoadedTree::~LoadedTree() {
       container->dict.clear();
     }
   }
+}
+
+}  // namespace
+
+Unpickler::LoadedTree::~LoadedTree() {
+  root.reset();
+  empty_survivors(containers);
+}
+
+// A pickle that failed half-way may have left cycles among what it built.
+Unpickler::~Unpickler() {
+  stack_.clear();
+  memo_.clear();
+  empty_survivors(containers_);
 }
 
 PickleValuePtr Unpickler::make_container(PickleValue::Kind kind) {
@@ -236,8 +251,11 @@ PickleValuePtr Unpickler::load() {
         const uint8_t n = byte();
         const auto b = bytes(n);
         if (n > 8) fail("integer too large");
-        int64_t value = 0;
-        for (int i = n - 1; i >= 0; --i) value = (value << 8) | uint8_t(b[i]);
+        // Little-endian two's complement, gathered unsigned (a signed shift into the sign bit is
+        // undefined) and then taken as int64.
+        uint64_t bits = 0;
+        for (int i = n - 1; i >= 0; --i) bits = (bits << 8) | uint8_t(b[i]);
+        int64_t value = static_cast<int64_t>(bits);
         if (n > 0 && n < 8 && (uint8_t(b[n - 1]) & 0x80)) value -= int64_t(1) << (8 * n);
         stack_.push_back(make_int(value));
         break;

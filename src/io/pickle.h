@@ -43,6 +43,10 @@ class Unpickler {
 
   // `where` names the source in error messages (e.g. "model.pth:archive/data.pkl").
   Unpickler(std::string where, std::string_view data, StorageLoader load_storage);
+  // Frees what a failed load built, cycles included.
+  ~Unpickler();
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
 
   // Reads one pickle, up to and including its STOP opcode. The root owns the values the load
   // built: once the last pointer to it goes, every list and dict of the load is emptied, so

@@ -199,7 +199,8 @@ static inline __attribute__((always_inline)) void pack_nibbles_body(const int8_t
   constexpr int64_t half = kNibbleGroup / 2;
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t j = 0; j < half; ++j)
-      out[g * half + j] = uint8_t((in[g * kNibbleGroup + j] & 0x0f) | (in[g * kNibbleGroup + half + j] << 4));
+      // The high code's bits as unsigned before the shift: shifting a negative int is undefined.
+      out[g * half + j] = uint8_t((in[g * kNibbleGroup + j] & 0x0f) | ((in[g * kNibbleGroup + half + j] & 0x0f) << 4));
 }
 PTQ4SAM_DISPATCH_BY_ISA(void, pack_nibbles, (const int8_t* in, uint8_t* out, int64_t groups), (in, out, groups))
 
