@@ -183,8 +183,11 @@ TEST(Checkpoint, CyclesOfAFailedLoadAreFreed) {
   // A list holding itself and a storage, then the data ends: nothing returns the tree, and the
   // reader must still free it (the fuzzer's leak-bf0c39... was of this kind).
   const at::Tensor kept = at::zeros({4});
-  const std::string data = std::string("\x80\x02]q\x00h\x00" "a", 8) + "(X\x07\x00\x00\x00storage" +
-                           "ctorch\nFloatStorage\n" + std::string("X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQa", 23);
+  const auto unicode = [](const std::string& s) {  // BINUNICODE: 'X', a 4-byte length, the bytes
+    return "X" + std::string(1, char(s.size())) + std::string(3, '\0') + s;
+  };
+  const std::string data = std::string("\x80\x02]q\x00h\x00" "a", 8) + "(" + unicode("storage") +
+                           "ctorch\nFloatStorage\n" + unicode("0") + unicode("cpu") + "K\x04tQa";
   {
     io::Unpickler unpickler("cut.pkl", data, [&](const std::string&, at::ScalarType, int64_t) { return kept; });
     EXPECT_NE(error_of([&] { unpickler.load(); }).find("cut.pkl: unexpected end"), std::string::npos);

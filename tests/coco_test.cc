@@ -168,6 +168,18 @@ TEST(CocoDataset, HostileSizesAndPolygonsAreErrors) {
   EXPECT_NE(error_of(far).find("lies far outside the 60x50 image"), std::string::npos) << error_of(far);
 }
 
+TEST(CocoDataset, NumberPastDoublesRangeIsAnError) {
+  // The parser refuses 1E7055 with out_of_range, not parse_error (the fuzzer's crash-cb92d8...).
+  test::TempDir dir;
+  test::write_bytes(dir.file("huge.json"), "{\"images\": [{\"id\": 1, \"height\": 0.97E7055}]}");
+  try {
+    coco::read_json_file(dir.file("huge.json"));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), dir.file("huge.json") + ": malformed JSON (a number out of range)");
+  }
+}
+
 TEST(CocoEvalCli, BadInputs) {
   PTQ4SAM_REQUIRE_FIXTURES("coco_small");
   test::TempDir dir;

@@ -16,6 +16,9 @@ json read_json_file(const std::string& path) {
     return json::parse(in);
   } catch (const json::parse_error& e) {
     throw Error(path, "malformed JSON at byte " + std::to_string(e.byte));
+  } catch (const json::exception&) {
+    // The parser's other refusal: a number past double's range (e.g. 1E7055).
+    throw Error(path, "malformed JSON (a number out of range)");
   }
 }
 

@@ -23,7 +23,7 @@ Journal::Journal(std::string path, const nlohmann::json& run) : path_(std::move(
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error&) {
+      } catch (const nlohmann::json::exception&) {  // a torn or overflowing line ends the journal
         break;
       }
       if (!has_header) {
