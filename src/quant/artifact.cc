@@ -5,11 +5,11 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
-#include <numeric>
 #include <set>
 
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "quant/integer_runtime.h"
 #include "util/error.h"
 
 namespace ptq4sam::quant {
@@ -34,13 +34,6 @@ std::string model_signature(const sam::Sam& model) {
 at::Tensor as_rows(const at::Tensor& w) { return w.reshape({w.size(0), -1}); }
 
 constexpr const char* kPositionEmbedding = "image_encoder.pos_embed";
-
-// A quantized model's position embedding holds float16 values (see QuantizedSam): stored as
-// such, and held as such by the integer runtime, which adds it in float32.
-void hold_position_embedding_in_half(sam::Sam& model) {
-  at::Tensor& pos_embed = model.image_encoder->pos_embed;
-  pos_embed.set_data(pos_embed.to(at::kHalf));
-}
 
 }  // namespace
 
@@ -112,100 +105,169 @@ void save_artifact(const QuantizedSam& qsam, const std::string& path) {
   io::write_safetensors(path, tensors, metadata);
 }
 
-std::unique_ptr<QuantizedSam> load_artifact(const std::string& path, const LoadOptions& options) {
-  const io::SafetensorsFile file = io::read_safetensors(path);
-  const auto meta = [&](const std::string& key) {
-    const auto it = file.metadata.find(key);
-    if (it == file.metadata.end()) throw Error(path, "is not a ptq4sam artifact (metadata has no '" + key + "')");
-    return it->second;
-  };
-  if (meta("format") != kFormatName) throw Error(path, "is not a ptq4sam artifact (format '" + meta("format") + "')");
-  int version = 0;
-  try {
-    version = std::stoi(meta("format_version"));
-  } catch (const std::exception&) {
-    throw Error(path, "has an unreadable format_version");
-  }
-  if (version > kArtifactFormatVersion)
-    throw Error(path, "has format version " + std::to_string(version) + ", newer than this tool's " +
-                          std::to_string(kArtifactFormatVersion) + " (written by ptq4sam " + meta("tool_version") +
-                          "); upgrade ptq4sam");
-  json weights;
-  try {
-    weights = json::parse(meta("quantized_weights"));
-  } catch (const json::exception&) {
-    throw Error(path, "has corrupt quantized_weights metadata");
-  }
-  const QuantConfig config = parse_quant_config(meta("config"), path + " (embedded config)");
-  const bool quant_encoder = meta("quant_encoder") == "true";
+namespace {
 
+// One artifact file being read: its metadata checked, its tensors found by name, its weights'
+// codes decoded. Every error names the file.
+class ArtifactReader {
+ public:
+  explicit ArtifactReader(const std::string& path) : path_(path), file_(io::read_safetensors(path)) {
+    if (meta("format") != kFormatName) fail("is not a ptq4sam artifact (format '" + meta("format") + "')");
+    int version = 0;
+    try {
+      version = std::stoi(meta("format_version"));
+    } catch (const std::exception&) {
+      fail("has an unreadable format_version");
+    }
+    if (version > kArtifactFormatVersion)
+      fail("has format version " + std::to_string(version) + ", newer than this tool's " +
+           std::to_string(kArtifactFormatVersion) + " (written by ptq4sam " + meta("tool_version") + "); upgrade ptq4sam");
+    weights_ = json_meta("quantized_weights");
+    config_ = parse_quant_config(meta("config"), path + " (embedded config)");
+  }
+
+  const QuantConfig& config() const { return config_; }
+  bool quant_encoder() const { return meta("quant_encoder") == "true"; }
+  bool is_quantized_weight(const std::string& name) const { return weights_.contains(name); }
+
+  std::string meta(const std::string& key) const {
+    const auto it = file_.metadata.find(key);
+    if (it == file_.metadata.end()) fail("is not a ptq4sam artifact (metadata has no '" + key + "')");
+    return it->second;
+  }
+
+  json json_meta(const std::string& key) const {
+    json value;
+    try {
+      value = json::parse(meta(key));
+    } catch (const json::exception&) {
+      fail("has corrupt " + key + " metadata (not JSON)");
+    }
+    if (!value.is_object()) fail("has corrupt " + key + " metadata (not a JSON object)");
+    return value;
+  }
+
+  const at::Tensor& tensor(const std::string& name) const {
+    const at::Tensor* t = file_.find(name);
+    if (!t) fail("has no tensor '" + name + "'");
+    return *t;
+  }
+  const at::Tensor* find(const std::string& name) const { return file_.find(name); }
+  const std::vector<std::pair<std::string, at::Tensor>>& tensors() const { return file_.tensors; }
+
+  // A quantized weight's metadata, checked: 2- to 8-bit codes, positive dimensions whose
+  // product fits (a hostile shape must not overflow the element count).
+  struct WeightInfo {
+    std::vector<int64_t> shape;
+    int64_t rows = 0, in_features = 1;
+    QuantRange range;
+    bool packed = false;
+  };
+  WeightInfo weight_info(const std::string& name) const {
+    WeightInfo info{{}, 0, 1, QuantRange{8, config_.w.symmetric}, false};
+    try {
+      const auto& entry = weights_.at(name);
+      info.shape = entry.at("shape").get<std::vector<int64_t>>();
+      info.range.bit = entry.at("bit").get<int>();
+      info.packed = entry.at("packed").get<bool>();
+    } catch (const json::exception& e) {
+      fail("has corrupt quantized_weights metadata for '" + name + "' (" + e.what() + ")");
+    }
+    if (info.range.bit < 2 || info.range.bit > 8)
+      fail("weight '" + name + "' has " + std::to_string(info.range.bit) + "-bit codes (2 to 8 are supported)");
+    if (info.shape.empty()) fail("weight '" + name + "' has no shape");
+    for (const int64_t d : info.shape)
+      if (d < 1 || d > (int64_t(1) << 31)) fail("weight '" + name + "' has a dimension out of range");
+    info.rows = info.shape[0];
+    for (size_t i = 1; i < info.shape.size(); ++i)
+      if (__builtin_mul_overflow(info.in_features, info.shape[i], &info.in_features) ||
+          info.in_features > (int64_t(1) << 40))
+        fail("weight '" + name + "' has too many elements");
+    return info;
+  }
+
+  // A quantized weight as stored: codes on its grid, per-row scale and zero point, bias.
+  StoredWeight weight(const std::string& name) const {
+    const WeightInfo info = weight_info(name);
+    const at::Tensor& stored = tensor(name);
+    const at::Tensor codes = info.packed ? unpack_int4(stored, info.in_features) : stored;
+    if (codes.numel() != info.rows * info.in_features) fail("weight '" + name + "' has the wrong number of codes");
+    const at::Tensor& scale = tensor(name + "_fake_quant.scale");
+    const at::Tensor& zp = tensor(name + "_fake_quant.zero_point");
+    if ((scale.numel() != info.rows && scale.numel() != 1) || zp.numel() != scale.numel())
+      fail("weight '" + name + "' has misshapen scales");
+    const at::Tensor* bias = find(name.substr(0, name.rfind(".weight")) + ".bias");
+    return StoredWeight{codes.to(at::kInt).reshape({info.rows, info.in_features}) + int(info.range.quant_min()),
+                        scale.to(at::kFloat).reshape({-1, 1}), zp.to(at::kInt).reshape({-1, 1}),
+                        bias ? *bias : at::Tensor(), info.range.bit};
+  }
+
+  // Each activation quantizer's calibrated parameters, checked.
+  void set_quantizer_params(QuantizedSam& qsam) const {
+    for (const auto& quantizer : qsam.quantizers()) {
+      const std::string& name = quantizer->name();
+      if (const auto affine = std::dynamic_pointer_cast<AffineQuantizer>(quantizer)) {
+        affine->set_params(tensor(name + ".scale"), tensor(name + ".zero_point"));
+      } else if (const auto log = std::dynamic_pointer_cast<LogQuantizer>(quantizer)) {
+        const at::Tensor &scale_t = tensor(name + ".scale"), &tau_t = tensor(name + ".tau");
+        if (scale_t.numel() != 1 || tau_t.numel() != 1) fail("softmax quantizer '" + name + "' needs one scale and one tau");
+        const double scale = scale_t.item<double>(), tau = tau_t.item<double>();
+        if (!(std::isfinite(scale) && scale > 0 && std::isfinite(tau) && tau > 0))
+          fail("softmax quantizer '" + name + "' has scale " + std::to_string(scale) + " and tau " + std::to_string(tau) +
+               " (both must be positive and finite)");
+        log->set_params(scale, tau);
+      }
+    }
+  }
+
+  // BIG's decision and folded signs at each site.
+  void set_big_decisions(QuantizedSam& qsam) const {
+    const json big = json_meta("big");
+    for (auto& site : qsam.big_sites()) {
+      const auto decision = big.find(site.name);
+      if (decision != big.end() && !decision->is_boolean())
+        fail("has corrupt big metadata ('" + site.name + "' is not true or false)");
+      site.decision.bimodal = decision != big.end() && decision->get<bool>();
+      if (const at::Tensor* sign = find(site.name + ".big_sign")) site.decision.sign = *sign;
+    }
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& problem) const { throw Error(path_, problem); }
+
+  std::string path_;
+  io::SafetensorsFile file_;
+  json weights_;
+  QuantConfig config_;
+};
+
+// Whether a stored tensor is one of the model's parameters (not a quantizer's or BIG's).
+bool is_model_parameter(const std::string& name) {
+  return name.find("_fake_quant") == std::string::npos && name.find("fake_quantize.") == std::string::npos &&
+         name.find(".big_sign") == std::string::npos;
+}
+
+}  // namespace
+
+std::unique_ptr<QuantizedSam> load_artifact(const std::string& path, const LoadOptions& options) {
+  const ArtifactReader artifact(path);
+  IntegerPlan plan(options.backend == Backend::kInteger, artifact.config(), options.integer_matmul_exact);
   io::StateDict state;
   state.set_source(path);
-  const auto scale_of = [&](const std::string& name) -> const at::Tensor& {
-    const at::Tensor* t = file.find(name);
-    if (!t) throw Error(path, "has no tensor '" + name + "'");
-    return *t;
-  };
-  // A quantized weight's codes as (out, rest) on its grid, and its shape.
-  const auto codes_of = [&](const std::string& name, const at::Tensor& stored) {
-    std::vector<int64_t> shape;
-    QuantRange range{8, config.w.symmetric};
-    bool packed = false;
-    try {
-      const auto& info = weights.at(name);
-      shape = info.at("shape").get<std::vector<int64_t>>();
-      range.bit = info.at("bit").get<int>();
-      packed = info.at("packed").get<bool>();
-    } catch (const json::exception& e) {
-      throw Error(path, "has corrupt quantized_weights metadata for '" + name + "' (" + e.what() + ")");
+  for (const auto& [name, tensor] : artifact.tensors()) {
+    if (!artifact.is_quantized_weight(name)) {
+      if (is_model_parameter(name)) state.insert(name, tensor);
+      continue;
     }
-    if (range.bit < 2 || range.bit > 8)
-      throw Error(path, "weight '" + name + "' has " + std::to_string(range.bit) + "-bit codes (2 to 8 are supported)");
-    for (const int64_t d : shape)
-      if (d < 1) throw Error(path, "weight '" + name + "' has a non-positive dimension");
-    int64_t rest = 1;
-    for (size_t i = 1; i < shape.size(); ++i) rest *= shape[i];
-    const at::Tensor codes = packed ? unpack_int4(stored, rest) : stored;
-    if (shape.empty() || codes.numel() != shape[0] * rest)
-      throw Error(path, "weight '" + name + "' has the wrong number of codes");
-    return std::make_pair(codes.to(at::kInt).reshape({shape[0], rest}) + int(range.quant_min()), shape);
-  };
-  const auto channel_params = [&](const std::string& name, int64_t channels) {
-    const at::Tensor& scale = scale_of(name + "_fake_quant.scale");
-    const at::Tensor& zp = scale_of(name + "_fake_quant.zero_point");
-    if ((scale.numel() != channels && scale.numel() != 1) || zp.numel() != scale.numel())
-      throw Error(path, "weight '" + name + "' has misshapen scales");
-    return std::make_pair(scale.to(at::kFloat).reshape({-1, 1}), zp.to(at::kInt).reshape({-1, 1}));
-  };
-  const bool integer = options.backend == Backend::kInteger;
-  const bool per_tensor_inputs = config.a.ch_axis < 0 && config.a.bit <= 8;
-  std::set<std::string> integer_weights;  // run on codes: their float weights are never made
-  std::vector<std::string> fallback;
-  for (const auto& [name, tensor] : file.tensors) {
-    if (!weights.contains(name)) continue;
-    if (integer) {
-      // The codes are read when the integer layer is made, below.
-      const std::vector<int64_t> shape = weights[name].at("shape").get<std::vector<int64_t>>();
-      const int64_t in_features =
-          shape.empty() ? 0 : std::accumulate(shape.begin() + 1, shape.end(), int64_t(1), std::multiplies<>());
-      if (options.integer_matmul_exact && per_tensor_inputs && in_features <= (int64_t(1) << 15)) {
-        integer_weights.insert(name);
-        // Right shape, one element of storage: only make_sam's shape checks see it.
-        state.insert(name, at::zeros({1}).expand(shape));
-        continue;
-      }
-      fallback.push_back(name.substr(0, name.rfind(".weight")));
+    const auto info = artifact.weight_info(name);
+    if (plan.admit(name, info.in_features)) {
+      // Its codes are read when its integer layer is made. Right shape, one element of
+      // storage: only make_sam's shape checks see it.
+      state.insert(name, at::zeros({1}).expand(info.shape));
+      continue;
     }
-    const auto [codes, shape] = codes_of(name, tensor);
-    const auto [scale, zp] = channel_params(name, shape[0]);
-    state.insert(name, ((codes - zp).to(at::kFloat) * scale).reshape(shape));
-  }
-  std::set<std::string> quantizer_tensors;
-  for (const auto& [name, tensor] : file.tensors) {
-    if (weights.contains(name)) continue;
-    const bool is_param = name.find("_fake_quant") == std::string::npos && name.find("fake_quantize.") == std::string::npos &&
-                          name.find(".big_sign") == std::string::npos;
-    if (is_param) state.insert(name, tensor);
+    const StoredWeight w = artifact.weight(name);
+    state.insert(name, ((w.codes - w.zero_point).to(at::kFloat) * w.scale).reshape(info.shape));
   }
   std::shared_ptr<sam::Sam> model;
   try {
@@ -213,97 +275,15 @@ std::unique_ptr<QuantizedSam> load_artifact(const std::string& path, const LoadO
   } catch (const Error& e) {
     throw Error(path, std::string("does not hold a whole SAM model: ") + e.what());
   }
-  if (model_signature(*model) != meta("model_signature"))
+  if (model_signature(*model) != artifact.meta("model_signature"))
     throw Error(path, "was written for a different model (tensor names or shapes differ)");
-  auto qsam = std::make_unique<QuantizedSam>(model, config, quant_encoder);
-  for (const auto& quantizer : qsam->quantizers()) {
-    const std::string& name = quantizer->name();
-    if (const auto affine = std::dynamic_pointer_cast<AffineQuantizer>(quantizer)) {
-      affine->set_params(scale_of(name + ".scale"), scale_of(name + ".zero_point"));
-    } else if (const auto log = std::dynamic_pointer_cast<LogQuantizer>(quantizer)) {
-      const at::Tensor& scale_t = scale_of(name + ".scale");
-      const at::Tensor& tau_t = scale_of(name + ".tau");
-      if (scale_t.numel() != 1 || tau_t.numel() != 1)
-        throw Error(path, "softmax quantizer '" + name + "' needs one scale and one tau");
-      const double scale = scale_t.item<double>(), tau = tau_t.item<double>();
-      if (!(std::isfinite(scale) && scale > 0 && std::isfinite(tau) && tau > 0))
-        throw Error(path, "softmax quantizer '" + name + "' has scale " + std::to_string(scale) + " and tau " +
-                              std::to_string(tau) + " (both must be positive and finite)");
-      log->set_params(scale, tau);
-    }
-  }
-  json big;
-  try {
-    big = json::parse(meta("big"));
-  } catch (const json::exception&) {
-    throw Error(path, "has corrupt big metadata (not JSON)");
-  }
-  if (!big.is_object()) throw Error(path, "has corrupt big metadata (not a JSON object)");
-  for (auto& site : qsam->big_sites()) {
-    const auto decision = big.find(site.name);
-    if (decision != big.end() && !decision->is_boolean())
-      throw Error(path, "has corrupt big metadata ('" + site.name + "' is not true or false)");
-    site.decision.bimodal = decision != big.end() && decision->get<bool>();
-    if (const at::Tensor* sign = file.find(site.name + ".big_sign")) site.decision.sign = *sign;
-  }
+  auto qsam = std::make_unique<QuantizedSam>(model, artifact.config(), artifact.quant_encoder());
+  artifact.set_quantizer_params(*qsam);
+  artifact.set_big_decisions(*qsam);
   // Weights are stored dequantized-exact: quantizing them again changes nothing, but tells the
   // layers their grids (they then accumulate exactly, as the integer runtime does).
   qsam->set_mode(QuantMode::kSimulate);
-  auto& runtime = qsam->integer_layers();
-  const auto activation_of = [&](const std::string& quantizer) {
-    const auto affine = std::static_pointer_cast<AffineQuantizer>(qsam->find(quantizer));
-    const QuantRange a = affine->range();
-    return kernels::ActivationQuantization{affine->scale()[0].item<float>(), affine->zero_point()[0].item<int32_t>(),
-                                           int32_t(a.quant_min()), int32_t(a.quant_max())};
-  };
-  for (const auto& site : qsam->layer_sites()) {
-    const std::string key = site.name + ".weight";
-    if (!integer_weights.count(key)) continue;
-    const kernels::ActivationQuantization activation = activation_of(site.name + ".layer_pre_act_fake_quantize");
-    const auto [codes, shape] = codes_of(key, *file.find(key));
-    const auto [scale, zp] = channel_params(key, shape[0]);
-    const at::Tensor* bias = file.find(site.name + ".bias");
-    auto layer = std::make_shared<kernels::IntegerLinear>();
-    layer->input = activation;
-    layer->weight = kernels::make_quantized_weight(codes, scale, zp, weights[key].at("bit").get<int>(), config.w.symmetric,
-                                                   bias ? *bias : at::Tensor());
-    site.points->integer = std::move(layer);
-    runtime.names.push_back(site.name);
-  }
-  // The image encoder's attentions run on codes in both backends: their exact integer sums and
-  // exponential are then the simulated numbers too, which the integer runtime must match bit for
-  // bit (a one-ulp difference in a probability flips a code now and then, and in a random-weight
-  // model such flips grow block by block to whole quantization steps).
-  if (per_tensor_inputs && quant_encoder) {
-    const auto& blocks = model->image_encoder->blocks;
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      const std::string name = "image_encoder.blocks." + std::to_string(i) + ".attn";
-      auto attention = std::make_shared<kernels::IntegerAttention>();
-      attention->q = activation_of(name + ".q_post_act_fake_quantize");
-      attention->k = activation_of(name + ".k_post_act_fake_quantize");
-      attention->v = activation_of(name + ".v_post_act_fake_quantize");
-      const std::string softmax = name + ".softmax_post_act_fake_quantize";
-      if (const auto log = std::dynamic_pointer_cast<LogQuantizer>(qsam->find(softmax))) {
-        auto grid = std::make_shared<kernels::LogProbabilities>();
-        grid->scale = log->scale();
-        grid->tau = log->tau();
-        grid->levels = int32_t(log->range().quant_max() - log->range().quant_min() + 1);
-        grid->codes = [table = log->table()](const float* in, int32_t* codes, int64_t n) { table->codes(in, codes, n); };
-        grid->values = log->table()->values();
-        attention->log_probs = std::move(grid);
-      } else {
-        attention->probs = activation_of(softmax);
-      }
-      blocks[i]->attn->quant.integer = std::move(attention);
-      runtime.attentions.push_back(name);
-    }
-  }
-  if (integer) hold_position_embedding_in_half(*model);
-  runtime.fallback = fallback;
-  if (!fallback.empty())
-    runtime.fallback_reason = !options.integer_matmul_exact
-                                  ? "this CPU has no VNNI, where oneDNN's u8 x s8 product can saturate"
-                                  : "their input quantizers are not per-tensor 8-bit ones";
+  plan.attach(*qsam, [&](const std::string& key) { return artifact.weight(key); });
   return qsam;
 }
 

@@ -1,7 +1,5 @@
 #include "sam/common.h"
 
-#include <ATen/Parallel.h>
-
 namespace ptq4sam::sam {
 namespace {
 
@@ -78,7 +76,7 @@ at::Tensor Conv2d::forward(const at::Tensor& x) const {
     // transposing im2col's (C k k, L) output instead strides 16 KB per element in a ViT neck.
     const int64_t k = weight.size(-1), batch = x.size(0);
     const at::Tensor channels_last = x.permute({0, 2, 3, 1});
-    if (quant.integer && !at::GradMode::is_enabled()) return forward_on_codes(channels_last);
+    if (runs_on_codes(quant)) return forward_on_codes(channels_last);
     const at::Tensor padded =
         padding > 0 ? at::constant_pad_nd(channels_last, {0, 0, padding, padding, padding, padding}) : channels_last;
     const at::Tensor windows = padded.unfold(1, k, stride).unfold(2, k, stride);  // (B, OH, OW, C, k, k)
@@ -89,63 +87,6 @@ at::Tensor Conv2d::forward(const at::Tensor& x) const {
   }
   return at::conv2d(quantize_at(quant.input, x), quantize_at(quant.weight, weight), bias, {stride, stride},
                     {padding, padding});
-}
-
-namespace {
-
-// The (B * OH * OW, C * k * k) patches of a (B, H, W, C) grid of codes, im2col's column order
-// (c, i, j) as grid.unfold(1, k, stride).unfold(2, k, stride).reshape(...) gives them, and each
-// patch's sum. By hand: each pixel's C contiguous codes scattered with stride k * k (the
-// generic 6-d byte copy took ~9 ms for a ViT neck's 3 x 3 convolution), and at::sum with an
-// int32 result would first copy every byte into int32.
-kernels::ActivationCodes unfold_codes(const at::Tensor& grid, int64_t k, int64_t stride, int64_t out_h,
-                                      int64_t out_w) {
-  const int64_t batch = grid.size(0), h = grid.size(1), w = grid.size(2), c = grid.size(3), width = c * k * k;
-  kernels::ActivationCodes patches;
-  patches.codes = at::empty({batch * out_h * out_w, width}, at::kByte);
-  patches.row_sums.resize(size_t(batch * out_h * out_w));
-  const uint8_t* src = grid.data_ptr<uint8_t>();
-  uint8_t* dst = patches.codes.data_ptr<uint8_t>();
-  at::parallel_for(0, batch * out_h * out_w, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t b = r / (out_h * out_w), oy = r / out_w % out_h, ox = r % out_w;
-      uint8_t* row = dst + r * width;
-      int32_t sum = 0;
-      for (int64_t i = 0; i < k; ++i)
-        for (int64_t j = 0; j < k; ++j) {
-          const uint8_t* pixel = src + ((b * h + oy * stride + i) * w + ox * stride + j) * c;
-          for (int64_t ch = 0; ch < c; ++ch) {
-            row[ch * k * k + i * k + j] = pixel[ch];
-            sum += pixel[ch];
-          }
-        }
-      patches.row_sums[size_t(r)] = sum;
-    }
-  });
-  return patches;
-}
-
-}  // namespace
-
-at::Tensor Conv2d::forward_on_codes(const at::Tensor& channels_last) const {
-  // The input's codes, padded with the code of 0 (what conv2d's zero padding quantizes to), are
-  // unfolded as bytes: a quarter of the float32 patches' memory, quantized once per pixel
-  // instead of once per patch that holds it.
-  const kernels::IntegerLinear& layer = *quant.integer;
-  const int64_t batch = channels_last.size(0), h = channels_last.size(1), w = channels_last.size(2),
-                c = channels_last.size(3), k = weight.size(-1);
-  const kernels::ActivationCodes pixels = kernels::quantize_activations(channels_last, layer.input);
-  at::Tensor grid = pixels.codes.view({batch, h, w, c});
-  if (padding > 0) {
-    const int64_t zero = kernels::quantize_activations(at::zeros({1, 1}), layer.input).codes.item<int64_t>();
-    grid = at::constant_pad_nd(grid, {0, 0, padding, padding, padding, padding}, double(zero));
-  }
-  const int64_t out_h = (grid.size(1) - k) / stride + 1, out_w = (grid.size(2) - k) / stride + 1;
-  kernels::ActivationCodes patches = unfold_codes(grid.contiguous(), k, stride, out_h, out_w);
-  patches.quant = layer.input;
-  patches.shift = pixels.shift;
-  const at::Tensor y = kernels::quantized_linear(patches, layer.weight);
-  return y.view({batch, out_h, out_w, -1}).permute({0, 3, 1, 2}).contiguous();
 }
 
 ConvTranspose2d::ConvTranspose2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride_)
@@ -166,17 +107,6 @@ MLPBlock::MLPBlock(int64_t embedding_dim, int64_t mlp_dim, Activation activation
 
 at::Tensor MLPBlock::forward(const at::Tensor& x) const {
   return tapped(tap, {x}, lin2->forward(lin1->forward(x, activation)));
-}
-
-bool MLPBlock::on_codes() const {
-  return lin1->quant.integer && lin2->quant.integer && !tap && !at::GradMode::is_enabled();
-}
-
-at::Tensor MLPBlock::forward_on_codes(const at::Tensor& x, const at::Tensor& residual, at::Tensor out) const {
-  const kernels::IntegerLinear &first = *lin1->quant.integer, &second = *lin2->quant.integer;
-  const kernels::ActivationCodes hidden =
-      kernels::quantized_linear_codes(kernels::quantize_activations(x, first.input), first.weight, activation, second.input);
-  return kernels::quantized_linear(hidden, second.weight, Activation::kNone, residual, out);
 }
 
 MLP::MLP(int64_t input_dim, int64_t hidden_dim, int64_t output_dim, int64_t num_layers, Numerics numerics,

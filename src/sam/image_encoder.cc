@@ -36,16 +36,20 @@ at::Tensor get_rel_pos(int64_t q_size, int64_t k_size, const at::Tensor& rel_pos
   return table.index({relative.to(at::kLong)});
 }
 
+std::pair<at::Tensor, at::Tensor> EncoderAttention::rel_pos_tables(int64_t h, int64_t w) const {
+  if (!rel_pos_h.defined()) return {};
+  return {get_rel_pos(h, h, rel_pos_h), get_rel_pos(w, w, rel_pos_w)};
+}
+
 at::Tensor EncoderAttention::forward(const at::Tensor& x) const {
   // The integer attention of each (window) batch element, apart from the residual, which a tap
   // records.
-  if (quant.integer && !at::GradMode::is_enabled()) return tapped(tap, {x}, forward_on_codes(x, 0, at::Tensor()));
+  if (runs_on_codes(quant)) return tapped(tap, {x}, forward_on_codes(x, 0, at::Tensor()));
   const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
   const int64_t head_dim = c / num_heads;
   // (B, HW, 3, C): q, k and v are strided views of the fused projection, never copied.
   const at::Tensor fused = qkv->forward(x.reshape({b, h * w, c})).view({b, h * w, 3, c});
-  const at::Tensor rh = rel_pos_h.defined() ? get_rel_pos(h, h, rel_pos_h) : at::Tensor();
-  const at::Tensor rw = rel_pos_w.defined() ? get_rel_pos(w, w, rel_pos_w) : at::Tensor();
+  const auto [rh, rw] = rel_pos_tables(h, w);
   const at::Tensor q = quantize_at(quant.q, fused.select(2, 0));
   const at::Tensor k = quantize_at(quant.k, fused.select(2, 1));
   const at::Tensor v = quantize_at(quant.v, fused.select(2, 2));
@@ -59,46 +63,6 @@ at::Tensor EncoderAttention::forward(const at::Tensor& x) const {
   const at::Tensor out = kernels::multi_head_attention(q, k, v, num_heads, kernels::ScoreScaling::kScaleQueries,
                                                        rel_h, rel_w, softmax_hook(quant.softmax));
   return tapped(tap, {x}, proj->forward(out).view({b, h, w, c}));
-}
-
-bool EncoderAttention::on_codes() const { return quant.integer && !at::GradMode::is_enabled() && !tap; }
-
-at::Tensor EncoderAttention::forward_on_codes(const at::Tensor& x, int64_t window_size,
-                                              const at::Tensor& residual) const {
-  const int64_t b = x.size(0), h = x.size(1), w = x.size(2), c = x.size(3);
-  // An integer qkv projection hands the attention its codes; else the kernel quantizes the
-  // float32 projection itself (the same codes).
-  const auto project = [&](const at::Tensor& tokens) {
-    if (!qkv->quant.integer) return qkv->forward(tokens);
-    const kernels::IntegerLinear& layer = *qkv->quant.integer;
-    return kernels::quantized_linear_block_codes(kernels::quantize_activations(tokens, layer.input), layer.weight,
-                                                 Activation::kNone, kernels::qkv_code_blocks(*quant.integer));
-  };
-  const at::Tensor fused = project(x.reshape({b * h * w, c}));
-  at::Tensor out;
-  if (window_size > 0) {
-    // window_partition pads the normalised tokens with zeros: their q, k and v, once.
-    const bool padded = h % window_size != 0 || w % window_size != 0;
-    const at::Tensor padding = padded ? project(at::zeros({1, c}, x.options())) : at::Tensor();
-    const at::Tensor rh = rel_pos_h.defined() ? get_rel_pos(window_size, window_size, rel_pos_h) : at::Tensor();
-    const at::Tensor rw = rel_pos_w.defined() ? get_rel_pos(window_size, window_size, rel_pos_w) : at::Tensor();
-    out = kernels::quantized_window_attention(fused, padding, b, h, w, window_size, num_heads, *quant.integer, rh, rw);
-  } else {
-    const at::Tensor tokens = fused.view({b, h * w, 3, c});
-    const at::Tensor rh = rel_pos_h.defined() ? get_rel_pos(h, h, rel_pos_h) : at::Tensor();
-    const at::Tensor rw = rel_pos_w.defined() ? get_rel_pos(w, w, rel_pos_w) : at::Tensor();
-    out = kernels::quantized_attention(tokens.select(2, 0), tokens.select(2, 1), tokens.select(2, 2), num_heads,
-                                       *quant.integer, rh, rw)
-              .view({b * h * w, c});
-  }
-  if (!proj->quant.integer) {
-    const at::Tensor projected = proj->forward(out).view({b, h, w, c});
-    return residual.defined() ? residual + projected : projected;
-  }
-  const kernels::IntegerLinear& layer = *proj->quant.integer;
-  return kernels::quantized_linear(kernels::quantize_activations(out, layer.input), layer.weight,
-                                   Activation::kNone, residual)
-      .view({b, h, w, c});
 }
 
 at::Tensor window_partition(const at::Tensor& x, int64_t ws, std::pair<int64_t, int64_t>& padded_hw) {
@@ -129,18 +93,17 @@ EncoderBlock::EncoderBlock(const ImageEncoderConfig& config, int64_t window_size
   mlp = register_module("mlp", std::make_shared<MLPBlock>(config.embed_dim, config.mlp_dim, Activation::kGelu));
 }
 
-at::Tensor EncoderBlock::forward(const at::Tensor& x) const {
-  at::Tensor z;
-  if (attn->on_codes()) {
-    z = attn->forward_on_codes(norm1->forward(x), window_size, x);
-  } else if (window_size > 0) {
-    std::pair<int64_t, int64_t> padded_hw;
-    at::Tensor y = window_partition(norm1->forward(x), window_size, padded_hw);
-    y = attn->forward(y);
-    z = x + window_unpartition(y, window_size, padded_hw, {x.size(1), x.size(2)});
-  } else {
-    z = x + attn->forward(norm1->forward(x));
-  }
+at::Tensor EncoderBlock::forward(const at::Tensor& x) const { return add_mlp(add_attention(x)); }
+
+at::Tensor EncoderBlock::add_attention(const at::Tensor& x) const {
+  if (attn->on_codes()) return attn->forward_on_codes(norm1->forward(x), window_size, x);
+  if (window_size == 0) return x + attn->forward(norm1->forward(x));
+  std::pair<int64_t, int64_t> padded_hw;
+  const at::Tensor windows = attn->forward(window_partition(norm1->forward(x), window_size, padded_hw));
+  return x + window_unpartition(windows, window_size, padded_hw, {x.size(1), x.size(2)});
+}
+
+at::Tensor EncoderBlock::add_mlp(const at::Tensor& z) const {
   // Observers and taps must see the whole MLP input at once.
   if (at::GradMode::is_enabled() || mlp->tap || mlp->lin1->quant.needs_whole_tensor() ||
       mlp->lin2->quant.needs_whole_tensor())
@@ -172,8 +135,8 @@ namespace {
 
 // The (B * gh * gw, C * p * p) rows of the image's non-overlapping p x p patches, as
 // x.view({b, c, gh, p, gw, p}).permute({0, 2, 4, 1, 3, 5}).reshape(...) gives them: each image
-// row's run of p pixels copied straight to its patch (the generic 6-d permuted copy took ~6 ms
-// per 1024 x 1024 image here).
+// row's run of p pixels copied straight to its patch, where the generic 6-d permuted copy walks
+// the image element by element.
 at::Tensor patch_rows(const at::Tensor& image, int64_t p) {
   const int64_t b = image.size(0), c = image.size(1), h = image.size(2), w = image.size(3);
   const int64_t gh = h / p, gw = w / p, width = c * p * p;

@@ -37,6 +37,8 @@ class EncoderAttention : public torch::nn::Module {
   // Needs integer attention and no autograd; forward's integer path calls it without a
   // residual, so that a tap sees the attention alone.
   at::Tensor forward_on_codes(const at::Tensor& x, int64_t window_size, const at::Tensor& residual) const;
+  // get_rel_pos's tables for an h x w attention (both undefined without relative positions).
+  std::pair<at::Tensor, at::Tensor> rel_pos_tables(int64_t h, int64_t w) const;
   int64_t num_heads;
   std::shared_ptr<Linear> qkv, proj;
   at::Tensor rel_pos_h, rel_pos_w;
@@ -49,6 +51,10 @@ class EncoderBlock : public torch::nn::Module {
  public:
   EncoderBlock(const ImageEncoderConfig& config, int64_t window_size);
   at::Tensor forward(const at::Tensor& x) const;
+  // x + attn(norm1(x)), windowed as the official block does.
+  at::Tensor add_attention(const at::Tensor& x) const;
+  // z + mlp(norm2(z)).
+  at::Tensor add_mlp(const at::Tensor& z) const;
   int64_t window_size;
   std::shared_ptr<LayerNorm> norm1, norm2;
   std::shared_ptr<EncoderAttention> attn;

@@ -66,6 +66,12 @@ struct AttentionQuantPoints {
   bool any() const { return q || k || v || softmax || integer; }
 };
 
+// Whether a layer or an attention runs on integer codes now: the integer runtime set its kernel
+// and no gradient is being recorded (reconstruction trains through the float path). The bodies
+// of these paths are in sam/code_paths.cc.
+inline bool runs_on_codes(const LayerQuantPoints& quant) { return quant.integer && !at::GradMode::is_enabled(); }
+inline bool runs_on_codes(const AttentionQuantPoints& quant) { return quant.integer && !at::GradMode::is_enabled(); }
+
 // Reconstruction's probe on a block (quant/reconstruct.h): called with the block's inputs and
 // its output each time the block runs. It may throw StopForward to end the model's forward
 // there (the rest of the model is not needed once a block's data is caught).
