@@ -39,7 +39,13 @@ TEST(Image, JpegFrameClaimingTooManyPixelsIsRefused) {
 TEST(Image, CorruptFilesAreOneLineErrors) {
   test::TempDir dir;
   test::write_bytes(dir.file("text.jpg"), "not an image");
-  EXPECT_EQ(error_reading(dir.file("text.jpg")), dir.file("text.jpg") + ": cannot decode image (corrupt or unsupported format)");
+  EXPECT_EQ(error_reading(dir.file("text.jpg")), dir.file("text.jpg") + ": cannot decode image (not a PNG or JPEG file)");
+  // Another format (here a BMP's signature) is refused before any decoder sees it.
+  test::write_bytes(dir.file("small.bmp"), "BM" + std::string(60, '\0'));
+  EXPECT_EQ(error_reading(dir.file("small.bmp")), dir.file("small.bmp") + ": cannot decode image (not a PNG or JPEG file)");
+  // A PNG signature over garbage reaches the decoder, which fails.
+  test::write_bytes(dir.file("cut.png"), std::string("\x89PNG\r\n\x1a\n", 8) + std::string(40, '\0'));
+  EXPECT_EQ(error_reading(dir.file("cut.png")), dir.file("cut.png") + ": cannot decode image (corrupt or unsupported format)");
   test::write_bytes(dir.file("empty.png"), "");
   EXPECT_EQ(error_reading(dir.file("empty.png")), dir.file("empty.png") + ": image file is empty");
 }

@@ -257,6 +257,11 @@ TEST(Artifact, RoundTripsAndRefusesWhatItCannotRun) {
     for (auto& [name, info] : weights.items()) info.erase("shape");
     bad.metadata["quantized_weights"] = weights.dump();
     expect_refused(bad, "has corrupt quantized_weights metadata for '");
+    // A shape whose element count overflows int64: refused before anything multiplies it.
+    weights = nlohmann::json::parse(file.metadata.at("quantized_weights"));
+    for (auto& [name, info] : weights.items()) info["shape"] = {1, int64_t(1) << 31, int64_t(1) << 31, int64_t(1) << 31};
+    bad.metadata["quantized_weights"] = weights.dump();
+    expect_refused(bad, "has too many elements");
   }
   {
     io::SafetensorsFile bad = file;

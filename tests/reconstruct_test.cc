@@ -12,6 +12,7 @@
 #include "quant_test_support.h"
 #include "test_support.h"
 #include "util/error.h"
+#include "util/heap_settings.h"
 
 namespace ptq4sam {
 namespace {
@@ -200,6 +201,26 @@ TEST(Reconstruct, ResultJsonRoundTrips) {
   EXPECT_TRUE(back.reverted);
   EXPECT_EQ(back.seconds_per_iter, 0.06);
   EXPECT_THROW(quant::recon_result_from_json(nlohmann::json{{"block", "x"}}), nlohmann::json::exception);
+}
+
+TEST(Reconstruct, HeapSettingsComeBackAsTheyWere) {
+  // Reconstruction keeps freed memory in the heap while it runs, then must put back whatever
+  // the process had chosen (the CLI's own settings), not glibc's defaults.
+  const HeapSettings original = heap_settings();
+  HeapSettings chosen = original;
+  chosen.trim_threshold = 1 << 30;
+  chosen.mmap_max = 0;
+  set_heap_settings(chosen);
+  {
+    HeapSettings inner = chosen;
+    inner.trim_threshold = -1;
+    const ScopedHeapSettings scope(inner);
+    EXPECT_EQ(heap_settings().trim_threshold, -1);
+  }
+  EXPECT_EQ(heap_settings().trim_threshold, 1 << 30);
+  EXPECT_EQ(heap_settings().mmap_max, 0);
+  set_heap_settings(original);
+  EXPECT_EQ(heap_settings().trim_threshold, original.trim_threshold);
 }
 
 TEST(Reconstruct, SpilledDataReadsBackAsKept) {

@@ -1,4 +1,3 @@
-#include <malloc.h>
 #include <omp.h>
 #include <torch/torch.h>
 
@@ -6,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "kernels/cpu_isa.h"
+#include "util/heap_settings.h"
 
 namespace ptq4sam::cli {
 
@@ -16,14 +16,15 @@ void init_runtime(int threads) {
   at::set_num_threads(n);
   omp_set_num_threads(n);
   // Every forward pass allocates the same activation-sized blocks again. Left to the defaults,
-  // glibc hands them back to the kernel and every reuse pays page faults (a fifth of the image
-  // encoder's time on this VM); keep them in the heap instead. Blocks above glibc's largest
-  // mmap threshold (32 MB: a layer's 4096 x 3072 output is 50 MB) would still be mapped afresh
-  // each time, so mmap is off altogether.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  mallopt(M_TOP_PAD, 64 << 20);
+  // glibc hands them back to the kernel and every reuse pays page faults; keep them in the heap
+  // instead. Blocks above glibc's largest mmap threshold (32 MB: a layer's 4096 x 3072 output is
+  // 50 MB) would still be mapped afresh each time, so mmap is off altogether.
+  HeapSettings heap;
+  heap.mmap_threshold = 32 << 20;
+  heap.mmap_max = 0;
+  heap.trim_threshold = 1 << 30;
+  heap.top_pad = 64 << 20;
+  set_heap_settings(heap);
 }
 
 }  // namespace ptq4sam::cli

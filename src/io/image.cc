@@ -19,11 +19,15 @@ uint32_t big_endian(const unsigned char* p, int bytes) {
   return v;
 }
 
+const unsigned char kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+bool is_png(const std::vector<unsigned char>& b) { return b.size() >= 8 && std::equal(kPng, kPng + 8, b.begin()); }
+bool is_jpeg(const std::vector<unsigned char>& b) { return b.size() >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff; }
+
 // Width x height from a PNG's IHDR or a JPEG's frame header, where the bytes are one; else 0.
 // Unsigned: two 32-bit sides multiply past int64.
 uint64_t declared_pixels(const std::vector<unsigned char>& b) {
-  static const unsigned char kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  if (b.size() >= 24 && std::equal(kPng, kPng + 8, b.begin()))
+  if (b.size() >= 24 && is_png(b))
     return uint64_t(big_endian(&b[16], 4)) * uint64_t(big_endian(&b[20], 4));
   if (b.size() < 4 || b[0] != 0xff || b[1] != 0xd8) return 0;
   // Segments after SOI: 0xff, a marker, a 2-byte length (standalone markers have none).
@@ -48,7 +52,8 @@ uint64_t declared_pixels(const std::vector<unsigned char>& b) {
   return 0;
 }
 
-// OpenCV's own bound for the formats we do not read headers of; read once, at its first decode.
+// OpenCV's own bound as well, should a header we read differ from what its decoder reads; set
+// once, before its first decode.
 void limit_opencv_pixels() {
   static const bool set = [] {
     return ::setenv("OPENCV_IO_MAX_IMAGE_PIXELS", std::to_string(kMaxImagePixels).c_str(), 0) == 0;
@@ -63,6 +68,9 @@ at::Tensor read_image_bgr(const std::string& path) {
   if (!in) throw Error(path, "cannot open image file");
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (bytes.empty()) throw Error(path, "image file is empty");
+  // Only PNG and JPEG reach a decoder: OpenCV would try a dozen others by their signatures, some
+  // of which spend seconds on a few hundred hostile bytes (fuzz/crashes/image/slow-unit-be6f52...).
+  if (!is_png(bytes) && !is_jpeg(bytes)) throw Error(path, "cannot decode image (not a PNG or JPEG file)");
   if (declared_pixels(bytes) > uint64_t(kMaxImagePixels))
     throw Error(path, "image header declares " + std::to_string(declared_pixels(bytes)) + " pixels, more than " +
                           std::to_string(kMaxImagePixels));

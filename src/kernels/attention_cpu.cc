@@ -7,6 +7,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
+#include "kernels/thread_scratch.h"
 
 namespace ptq4sam::kernels {
 namespace {
@@ -17,16 +18,6 @@ constexpr int64_t kChunkScores = 1 << 20;
 // Python's `head_dim ** -0.5` and `math.sqrt(head_dim)`, both doubles that ATen rounds to float.
 double query_scale(int64_t head_dim) { return std::pow(double(head_dim), -0.5); }
 double score_divisor(int64_t head_dim) { return std::sqrt(double(head_dim)); }
-
-// A (rows, cols) float32 tensor on this thread's scratch buffer `slot`, which is kept and only
-// grows: every head of every block reuses it, where fresh per-head buffers (hundreds per image)
-// would fragment the heap.
-at::Tensor thread_scratch(int slot, int64_t rows, int64_t cols) {
-  thread_local std::array<at::Tensor, 3> scratch;
-  at::Tensor& buffer = scratch[size_t(slot)];
-  if (!buffer.defined() || buffer.numel() < rows * cols) buffer = at::empty({rows * cols}, at::kFloat);
-  return buffer.narrow(0, 0, rows * cols).view({rows, cols});
-}
 
 at::Tensor split_heads(const at::Tensor& x, int64_t num_heads) {
   return x.view({x.size(0), x.size(1), num_heads, x.size(2) / num_heads}).permute({0, 2, 1, 3});
@@ -82,12 +73,12 @@ void attention_into(const at::Tensor& q_in, const at::Tensor& k, const at::Tenso
   const int64_t n = q_in.size(0), m = k.size(0), d = q_in.size(1);
   at::Tensor q = q_in;
   if (scaling == ScoreScaling::kScaleQueries) {
-    q = thread_scratch(2, n, d);
+    q = thread_scratch_tensor(Scratch::kAttentionQueries, n, d);
     at::mul_out(q, q_in, at::native::wrapped_scalar_tensor(query_scale(d)));  // as q_in * double
   }
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(n, kChunkScores / std::max<int64_t>(m, 1)));
-  const at::Tensor scores = thread_scratch(0, chunk, m);
-  const at::Tensor probs = thread_scratch(1, chunk, m);
+  const at::Tensor scores = thread_scratch_tensor(Scratch::kAttentionScores, chunk, m);
+  const at::Tensor probs = thread_scratch_tensor(Scratch::kAttentionProbs, chunk, m);
   const at::Tensor kt = k.t();
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t rows = std::min(chunk, n - r0);

@@ -22,6 +22,14 @@ const char* to_string(CpuIsa isa);
 CpuIsa cpu_isa();
 inline bool cpu_has(CpuIsa isa) { return static_cast<int32_t>(cpu_isa()) >= static_cast<int32_t>(isa); }
 
+// AVX-512 with byte and 128-bit forms (every AVX-512 CPU since Skylake-SP), not turned off by
+// PTQ4SAM_CPU: whether a hand-written AVX-512 kernel may run. Kernels written once per level
+// pick theirs this way, `(has_avx512() ? kernel_avx512 : kernel_generic)(...)`, where the two
+// compute the same numbers; kernels written once use PTQ4SAM_DISPATCH_BY_ISA below. Both ask
+// cpu_isa(), so PTQ4SAM_CPU moves every kernel, and integer_matmul_exact()
+// (kernels/quantized_linear.h) asks cpu_vnni().
+inline bool has_avx512() { return cpu_has(CpuIsa::kAvx512); }
+
 // Whether oneDNN's u8 x s8 products sum in 32 bits here (AVX512-VNNI or AVX-VNNI, not turned
 // off): without it they may saturate 16-bit partial sums, so the integer layers are not used.
 bool cpu_vnni();

@@ -11,6 +11,7 @@
 #include "kernels/matmul.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/onednn.h"
+#include "kernels/thread_scratch.h"
 #include "util/error.h"
 
 namespace ptq4sam::kernels {
@@ -23,12 +24,9 @@ dnnl::engine& cpu_engine() {
 
 void execute(const dnnl::primitive& primitive, std::unordered_map<int, dnnl::memory>& args,
              const dnnl::memory::desc& scratchpad) {
-  thread_local std::vector<uint8_t> buffer;
-  const size_t bytes = scratchpad.get_size();
-  if (bytes > 0) {
-    if (buffer.size() < bytes) buffer.resize(bytes);
-    args.insert_or_assign(DNNL_ARG_SCRATCHPAD, dnnl::memory(scratchpad, cpu_engine(), buffer.data()));
-  }
+  if (const size_t bytes = scratchpad.get_size(); bytes > 0)
+    args.insert_or_assign(DNNL_ARG_SCRATCHPAD, dnnl::memory(scratchpad, cpu_engine(),
+                                                            thread_scratch_bytes(Scratch::kOnednnScratchpad, int64_t(bytes))));
   dnnl::stream stream(cpu_engine());
   primitive.execute(stream, args);
   stream.wait();
@@ -133,8 +131,8 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   out_shape.back() = weight.size(0);
   at::Tensor out = at::empty(out_shape, x.options());
   if (a.size(0) == 0) return out;
-  // oneDNN's erf-GELU post-op runs at a third of the matmul's speed here; ATen's vectorised
-  // GELU in place is faster and is the very function torch.nn.GELU calls.
+  // GELU in place after the product rather than oneDNN's erf-GELU post-op, which is much slower
+  // than the product itself: ATen's vectorised GELU is the very function torch.nn.GELU calls.
   const bool fused = activation != Activation::kGelu;
   run_matmul(a, w.t(), b, out.view({-1, weight.size(0)}), fused ? activation : Activation::kNone, 1.0f);
   if (!fused) at::gelu_(out);

@@ -1,5 +1,6 @@
-// oneDNN u8 x s8 -> s32 matmul and the passes around it. Primitives are cached by shape, as
-// for the float32 matmuls.
+// The integer Linear: weights packed once into oneDNN's layout, activations quantized into u8
+// codes, the u8 x s8 product (kernels/int_matmul.h), and the output passes (dequantize, bias,
+// activation, residual, or straight into the next layer's codes).
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 #include <immintrin.h>
@@ -17,169 +18,11 @@
 #include "kernels/quantized_linear.h"
 #include "kernels/quantize_step.h"
 #include "kernels/quantize_step_avx512.h"
+#include "kernels/thread_scratch.h"
 #include "util/error.h"
 
 namespace ptq4sam::kernels {
 
-// Reordered once when the weight is made: the matmul then reads the codes as they lie instead
-// of repacking them on every call.
-struct PackedWeightCodes {
-  dnnl::memory::desc desc;
-  at::Tensor bytes;      // desc.get_size() codes, or half as many bytes when nibbles
-  bool nibbles = false;  // two signed 4-bit codes per byte, in groups of 128 (pack_nibbles)
-};
-
-namespace int_matmul {
-
-using dnnl::memory;
-
-namespace {
-
-// Scratchpads are the caller's (user mode): several threads may then run the same primitive at
-// once (attention heads in parallel), where a library-owned scratchpad would be shared.
-dnnl::matmul::primitive_desc matmul_desc(int64_t m, const memory::desc& weights) {
-  const memory::desc src({m, weights.dims()[0]}, memory::data_type::u8, memory::format_tag::ab);
-  const memory::desc dst({m, weights.dims()[1]}, memory::data_type::s32, memory::format_tag::ab);
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), attr, cpu_engine());
-}
-
-struct CachedMatmul {
-  dnnl::matmul primitive;
-  memory::desc scratchpad;
-};
-
-// Primitives by rows and weights layout.
-const CachedMatmul& cached_primitive(int64_t m, const memory::desc& weights) {
-  static std::mutex mutex;
-  static std::unordered_map<std::string, CachedMatmul> cache;
-  const std::lock_guard<std::mutex> lock(mutex);
-  std::string key = std::to_string(m) + ":";
-  for (const auto d : weights.dims()) key += std::to_string(d) + ",";
-  key += std::to_string(std::hash<std::string>()(std::string(reinterpret_cast<const char*>(&weights.data), sizeof weights.data)));
-  const auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  if (cache.size() > 1024) cache.clear();
-  const auto pd = matmul_desc(m, weights);
-  return cache.emplace(key, CachedMatmul{dnnl::matmul(pd), pd.scratchpad_desc()}).first->second;
-}
-
-}  // namespace
-
-memory::desc preferred_weights(int64_t typical_rows, int64_t k, int64_t n) {
-  return matmul_desc(typical_rows, memory::desc({k, n}, memory::data_type::s8, memory::format_tag::any)).weights_desc();
-}
-
-namespace {
-
-// A primitive ready to run on this thread: its memory objects and arguments made once, their
-// data pointers set per call. Making them per call (three memory objects, a map, a stream)
-// cost ~2 us, a fifth of a windowed attention head's product.
-struct BoundMatmul {
-  int64_t m = -1;
-  memory::desc weights;
-  CachedMatmul matmul;
-  memory src, weight_codes, dst, scratchpad;
-  std::unordered_map<int, memory> args;
-};
-
-BoundMatmul bind(int64_t m, const memory::desc& weights) {
-  BoundMatmul b;
-  b.m = m;
-  b.weights = weights;
-  b.matmul = cached_primitive(m, weights);  // a copy: another thread may clear the cache
-  const int64_t k = weights.dims()[0], n = weights.dims()[1];
-  b.src = memory({{m, k}, memory::data_type::u8, memory::format_tag::ab}, cpu_engine(), nullptr);
-  b.weight_codes = memory(weights, cpu_engine(), nullptr);
-  b.dst = memory({{m, n}, memory::data_type::s32, memory::format_tag::ab}, cpu_engine(), nullptr);
-  b.args = {{DNNL_ARG_SRC, b.src}, {DNNL_ARG_WEIGHTS, b.weight_codes}, {DNNL_ARG_DST, b.dst}};
-  if (b.matmul.scratchpad.get_size() > 0) {
-    b.scratchpad = memory(b.matmul.scratchpad, cpu_engine(), nullptr);
-    b.args.emplace(DNNL_ARG_SCRATCHPAD, b.scratchpad);
-  }
-  return b;
-}
-
-// The thread's bound primitives, the few it alternates between (an attention head's two
-// products, a layer's chunks), replaced in turn.
-BoundMatmul& bound(int64_t m, const memory::desc& weights) {
-  constexpr size_t kBound = 8;
-  thread_local std::vector<BoundMatmul> table;
-  thread_local size_t next = 0;
-  for (auto& b : table)
-    if (b.m == m && b.weights == weights) return b;
-  if (table.size() < kBound) return table.emplace_back(bind(m, weights));
-  BoundMatmul& slot = table[next++ % kBound];
-  slot = bind(m, weights);
-  return slot;
-}
-
-}  // namespace
-
-void run(int64_t m, const uint8_t* src, const memory::desc& weights, const void* weight_codes, int32_t* dst) {
-  BoundMatmul& b = bound(m, weights);
-  b.src.set_data_handle(const_cast<uint8_t*>(src));
-  b.weight_codes.set_data_handle(const_cast<void*>(weight_codes));
-  b.dst.set_data_handle(dst);
-  thread_local std::vector<uint8_t> scratchpad;
-  if (const size_t bytes = b.matmul.scratchpad.get_size(); bytes > 0) {
-    if (scratchpad.size() < bytes) scratchpad.resize(bytes);
-    b.scratchpad.set_data_handle(scratchpad.data());
-  }
-  thread_local dnnl::stream stream(cpu_engine());
-  b.matmul.primitive.execute(stream, b.args);
-  stream.wait();
-}
-
-namespace {
-
-static inline __attribute__((always_inline)) int32_t quantize_span_body(
-    const float* in, uint8_t* out, int64_t k, float scale, float zero_point, float lo, float hi, int32_t shift) {
-  int32_t sum = 0;
-  for (int64_t c = 0; c < k; ++c) {
-    const int32_t code = int32_t(quantize_step(in[c], scale, zero_point, lo, hi)) + shift;
-    out[c] = uint8_t(code);
-    sum += code;
-  }
-  return sum;
-}
-PTQ4SAM_DISPATCH_BY_ISA(int32_t, quantize_span, (const float* in, uint8_t* out, int64_t k, float scale, float zero_point, float lo, float hi, int32_t shift), (in, out, k, scale, zero_point, lo, hi, shift))
-
-// quantize_step's codes without its division, which bounded the loop: x / scale correctly
-// rounded from x * (1 / scale) by Markstein's correction (the exact remainder x - q scale by one
-// fused multiply-add, then q + remainder / scale by another). That is the quotient itself,
-// wherever it is finite and normal: a check of 4.2e8 values over scales 2^-27 .. 2^12, ties
-// included, found no difference. Quotients at or beyond 2^23 keep the uncorrected product (the
-// clamp to 2^22 follows), so that an infinite one cannot turn into NaN.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) int32_t quantize_span_avx512(const float* in, uint8_t* out, int64_t k,
-                                                                float scale, float zero_point, float lo, float hi,
-                                                                int32_t shift) {
-  const __m512 divisor = _mm512_set1_ps(scale), inverse = _mm512_set1_ps(1.0f / scale);
-  const __m512 limit = _mm512_set1_ps(4194304.0f), corrected_below = _mm512_set1_ps(8388608.0f);
-  const CodeGrid16 grid = code_grid16(zero_point, lo, hi, shift);
-  __m512i sum = _mm512_setzero_si512();
-  for (int64_t c = 0; c < k; c += 16) {
-    const __mmask16 lanes = lanes16(c, k);
-    const __m512 x = load16(in + c, lanes);
-    const __m512 guess = _mm512_mul_ps(x, inverse);
-    const __m512 remainder = _mm512_fnmadd_ps(guess, divisor, x);
-    const __mmask16 finite = _mm512_cmp_ps_mask(_mm512_abs_ps(guess), corrected_below, _CMP_LT_OQ);
-    __m512 v = _mm512_mask_blend_ps(finite, guess, _mm512_fmadd_ps(remainder, inverse, guess));
-    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_sub_ps(_mm512_setzero_ps(), limit)), limit);
-    sum = _mm512_add_epi32(sum, store_codes16(v, lanes, grid, out + c));
-  }
-  return _mm512_reduce_add_epi32(sum);
-}
-
-}  // namespace
-
-int32_t quantize_row(const float* in, uint8_t* out, int64_t k, const ActivationQuantization& q, int32_t shift) {
-  return (has_avx512() ? quantize_span_avx512 : quantize_span)(in, out, k, q.scale, float(q.zero_point),
-                                                         float(q.quant_min), float(q.quant_max), shift);
-}
-
-}  // namespace int_matmul
 
 namespace {
 
@@ -252,8 +95,8 @@ std::shared_ptr<const PackedWeightCodes> pack_codes(const at::Tensor& codes, boo
 
 // One output row: sum_k (a - za)(w - zw) = acc - zw * sum(a) + column_term, scaled, plus bias,
 // rounded after the product and after the sum as code_linear's separate ATen ops are: never
-// contracted into a fused multiply-add (GCC otherwise may, and did once another function here
-// carried an optimize attribute).
+// contracted into a fused multiply-add (the library builds with -ffp-contract=off, and a
+// function-level optimize attribute would not reliably keep that).
 static inline __attribute__((always_inline)) void dequantize_row_loop_body(
     const int32_t* acc, float* y, int64_t n, int32_t a_sum, const int32_t* zw, const int32_t* column_term,
     const float* scale, const float* bias) {
@@ -285,16 +128,6 @@ void dequantize_row(const int32_t* acc, float* y, int64_t n, int32_t a_sum, cons
 void check_grid(const ActivationQuantization& q) {
   if (q.quant_min < -128 || q.quant_max > 255 || q.quant_max - q.quant_min > 255)
     throw Error("quantized linear", "activation grid does not fit 8 bits");
-}
-
-// Buffers reused across calls: fresh 50 MB tensors per layer would cost page faults.
-enum Workspace { kAccumulators, kWorkspaces };
-
-at::Tensor& workspace(int slot, int64_t bytes) {
-  thread_local at::Tensor buffers[kWorkspaces];
-  at::Tensor& buffer = buffers[slot];
-  if (!buffer.defined() || buffer.numel() < bytes) buffer = at::empty({bytes}, at::kByte);
-  return buffer;
 }
 
 // The s8 codes of int4 weights, unpacked for the last two layers that asked on this thread:
@@ -356,20 +189,9 @@ at::Tensor code_linear(const at::Tensor& a_codes, const at::Tensor& w_codes, con
   const int64_t k = w_codes.size(1), n = w_codes.size(0);
   const at::Tensor a = a_codes.reshape({-1, k}).contiguous();
   const int64_t m = a.size(0);
-  constexpr int64_t kExactSlice = 256;  // 256 * 255 * 255 < 2^24
-  at::Tensor acc;
-  if (k <= kExactSlice) {
-    acc = at::empty({m, n}, at::kFloat);
-    matmul_into(a, w_codes.t(), acc);
-  } else {
-    at::Tensor sum = at::zeros({m, n}, at::kDouble), part = at::empty({m, n}, at::kFloat);
-    for (int64_t k0 = 0; k0 < k; k0 += kExactSlice) {
-      const int64_t len = std::min(kExactSlice, k - k0);
-      matmul_into(a.narrow(1, k0, len), w_codes.narrow(1, k0, len).t(), part);
-      sum.add_(part);
-    }
-    acc = sum.to(at::kFloat);
-  }
+  at::Tensor acc = at::empty({m, n}, k <= int_matmul::kExactSlice ? at::kFloat : at::kDouble);
+  int_matmul::exact_code_product(a, w_codes.t(), acc);
+  acc = acc.to(at::kFloat);
   at::Tensor out = acc.mul_(scale);
   if (bias.defined()) out.add_(bias);
   if (activation == Activation::kGelu) kernels::gelu_(out);
@@ -444,7 +266,7 @@ const int32_t* integer_product(const ActivationCodes& a, const QuantizedWeight& 
   if (a.codes.size(1) != k)
     throw Error("quantized linear", "input has " + std::to_string(a.codes.size(1)) + " features, weight " + std::to_string(k));
   if (k > (int64_t(1) << 15)) throw Error("quantized linear", "more than 2^15 input features overflow int32 sums");
-  int32_t* acc = reinterpret_cast<int32_t*>(workspace(kAccumulators, m * n * int64_t(sizeof(int32_t))).data_ptr<uint8_t>());
+  int32_t* acc = thread_scratch<int32_t>(Scratch::kLinearAccumulators, m * n);
   if (m == 0) return acc;
   const PackedWeightCodes& packed = *weight.packed;
   const void* weight_codes = packed.bytes.data_ptr();

@@ -2,34 +2,23 @@
 
 #include <torch/torch.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <map>
 
-#include <malloc.h>
-#include <unistd.h>
-
 #include <nlohmann/json.hpp>
 
-#include "io/safetensors.h"
 #include "quant/adaround.h"
+#include "quant/recon_checkpoint.h"
 #include "util/error.h"
+#include "util/heap_settings.h"
 
 namespace ptq4sam::quant {
 namespace {
 
-constexpr const char* kCheckpointFormat = "ptq4sam-recon-checkpoint";
-
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-size_t bytes_of(const std::vector<at::Tensor>& tensors) {
-  size_t total = 0;
-  for (const auto& t : tensors) total += size_t(t.numel()) * t.element_size();
-  return total;
 }
 
 at::Device model_device(const QuantizedSam& qsam) { return qsam.model()->pixel_mean.device(); }
@@ -49,22 +38,14 @@ double temperature(int64_t t, int64_t t_max, double warm_up, double start_b, dou
 }
 
 // Training allocates and frees the same large tensors every iteration. glibc would hand each
-// one back to the kernel and have it zero fresh pages the next time (a third of the time on a
-// global attention); while reconstructing, freed memory stays in the heap.
-class KeepFreedMemory {
- public:
-  KeepFreedMemory() {
-    mallopt(M_MMAP_MAX, 0);
-    mallopt(M_TRIM_THRESHOLD, -1);
-  }
-  ~KeepFreedMemory() {
-    mallopt(M_MMAP_MAX, 65536);
-    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
-    malloc_trim(0);
-  }
-  KeepFreedMemory(const KeepFreedMemory&) = delete;
-  KeepFreedMemory& operator=(const KeepFreedMemory&) = delete;
-};
+// one back to the kernel and have it zero fresh pages the next time; while reconstructing,
+// freed memory stays in the heap.
+HeapSettings keeping_freed_memory() {
+  HeapSettings settings = heap_settings();
+  settings.mmap_max = 0;
+  settings.trim_threshold = -1;
+  return settings;
+}
 
 // Runs calibration samples through the model. Decoder blocks come after every encoder block is
 // final, so each sample's image embedding (quantized and FP) is computed once and reused.
@@ -149,33 +130,6 @@ void collect(QuantizedSam& qsam, ReconBlock& block, size_t count, SampleRunner& 
   if (progress) progress(status);
 }
 
-// A block's activation quantizer parameters as named tensors ("<quantizer>.scale", and
-// ".zero_point" or AGQ's ".tau"): what the checkpoint stores and a revert restores.
-std::vector<std::pair<std::string, at::Tensor>> activation_params(const ReconBlock& block) {
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& q : block.activations) {
-    if (const auto* affine = dynamic_cast<const AffineQuantizer*>(q.get())) {
-      tensors.emplace_back(q->name() + ".scale", affine->scale().detach().cpu().clone());
-      tensors.emplace_back(q->name() + ".zero_point", affine->zero_point().cpu().clone());
-    } else if (const auto* log = dynamic_cast<const LogQuantizer*>(q.get())) {
-      tensors.emplace_back(q->name() + ".scale", at::full({1}, log->scale(), at::kDouble));
-      tensors.emplace_back(q->name() + ".tau", at::full({1}, log->tau(), at::kDouble));
-    }
-  }
-  return tensors;
-}
-
-// Sets them back; `tensor(name)` finds each one (on the block's device).
-void set_activation_params(ReconBlock& block, const std::function<at::Tensor(const std::string&)>& tensor) {
-  for (const auto& q : block.activations) {
-    if (auto* affine = dynamic_cast<AffineQuantizer*>(q.get())) {
-      affine->set_params(tensor(q->name() + ".scale"), tensor(q->name() + ".zero_point"));
-    } else if (auto* log = dynamic_cast<LogQuantizer*>(q.get())) {
-      log->set_params(tensor(q->name() + ".scale").item<double>(), tensor(q->name() + ".tau").item<double>());
-    }
-  }
-}
-
 // A block's quantizers as calibration left them (activation parameters, nearest rounding of
 // the weights), to go back to.
 class CalibratedState {
@@ -223,7 +177,7 @@ ReconBlockResult train_block(ReconBlock& block, const BlockData& data, const Rec
   status.iters = iters;
   status.iter = 0;
   if (progress) progress(status);
-  KeepFreedMemory keep_freed_memory;
+  const ScopedHeapSettings keep_freed_memory(keeping_freed_memory());
   for (int64_t it = 0; it < iters; ++it) {
     const int64_t count = it + 1;  // the seed's LossFunction counts from 1
     const int64_t index = at::randint(0, int64_t(data.size()), {1}).item<int64_t>();
@@ -280,65 +234,6 @@ ReconBlockResult train_block(ReconBlock& block, const BlockData& data, const Rec
 }
 
 uint64_t block_seed(uint64_t seed, size_t block) { return seed * 1000003u + block; }
-
-// The checkpoint: the learned state of every finished block (activation scales, AGQ scales
-// and taus, AdaRound's hardened rounding) and their results.
-void write_checkpoint(const std::string& path, const std::string& fingerprint, const std::vector<ReconBlock>& blocks,
-                      const std::vector<ReconBlockResult>& results) {
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  nlohmann::json list = nlohmann::json::array();
-  for (size_t b = 0; b < results.size(); ++b) {
-    const ReconBlock& block = blocks[b];
-    for (auto& named : activation_params(block)) tensors.push_back(std::move(named));
-    for (const auto& w : block.weights) tensors.emplace_back(w.quantizer->name() + ".adaround", w.quantizer->adaround_mask().cpu());
-    list.push_back(to_json(results[b]));
-  }
-  io::write_safetensors(path, tensors,
-                        {{"format", kCheckpointFormat}, {"fingerprint", fingerprint}, {"results", list.dump()}});
-}
-
-std::vector<ReconBlockResult> read_checkpoint(const std::string& path, const std::string& fingerprint,
-                                              std::vector<ReconBlock>& blocks, const at::Device& device) {
-  const io::SafetensorsFile file = io::read_safetensors(path);
-  const auto meta = [&](const std::string& key) {
-    const auto it = file.metadata.find(key);
-    return it == file.metadata.end() ? std::string() : it->second;
-  };
-  if (meta("format") != kCheckpointFormat) throw Error(path, "is not a reconstruction checkpoint");
-  if (meta("fingerprint") != fingerprint)
-    throw Error(path, "is the checkpoint of another run (model, config, seed or calibration set differ); "
-                      "delete it to start over");
-  const auto tensor = [&](const std::string& name) {
-    const at::Tensor* t = file.find(name);
-    if (!t) throw Error(path, "lacks '" + name + "'");
-    return t->to(device);
-  };
-  std::vector<ReconBlockResult> results;
-  nlohmann::json list;
-  try {
-    list = nlohmann::json::parse(meta("results"));
-    for (const auto& j : list) {
-      ReconBlockResult r = recon_result_from_json(j);
-      r.resumed = true;
-      results.push_back(r);
-    }
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path, std::string("has malformed results: ") + e.what());
-  }
-  if (results.size() > blocks.size()) throw Error(path, "holds more blocks than the model has");
-  for (size_t b = 0; b < results.size(); ++b) {
-    ReconBlock& block = blocks[b];
-    if (results[b].block != block.name)
-      throw Error(path, "block " + std::to_string(b) + " is '" + results[b].block + "', expected '" + block.name + "'");
-    set_activation_params(block, tensor);
-    for (auto& w : block.weights) {
-      const at::Tensor mask = tensor(w.quantizer->name() + ".adaround");
-      if (mask.sizes() != w.weight.sizes()) throw Error(path, "'" + w.quantizer->name() + ".adaround' has the wrong shape");
-      w.quantizer->set_adaround_mask(mask);
-    }
-  }
-  return results;
-}
 
 }  // namespace
 
@@ -419,69 +314,6 @@ std::vector<ReconBlock> reconstruction_blocks(QuantizedSam& qsam) {
   }
   add_attention("mask_decoder.transformer.final_attn_token_to_image", transformer->final_attn_token_to_image);
   return blocks;
-}
-
-BlockData::BlockData(bool keep_on_device, size_t memory_budget)
-    : keep_on_device_(keep_on_device), memory_budget_(keep_on_device ? std::numeric_limits<size_t>::max() : memory_budget) {}
-
-BlockData::~BlockData() {
-  if (folder_.empty()) return;
-  std::error_code ec;
-  std::filesystem::remove_all(folder_, ec);
-}
-
-void BlockData::add(Entry entry) {
-  Stored stored;
-  stored.quant_count = entry.quant_inputs.size();
-  stored.fp_count = entry.fp_inputs.size();
-  std::vector<at::Tensor> all = entry.quant_inputs;
-  all.insert(all.end(), entry.fp_inputs.begin(), entry.fp_inputs.end());
-  all.push_back(entry.fp_output);
-  const size_t bytes = bytes_of(all);
-  if (in_memory_ + bytes <= memory_budget_) {
-    if (!keep_on_device_) {
-      for (auto& t : entry.quant_inputs) t = t.cpu();
-      for (auto& t : entry.fp_inputs) t = t.cpu();
-      entry.fp_output = entry.fp_output.cpu();
-    }
-    stored.entry = std::move(entry);
-    in_memory_ += bytes;
-  } else {
-    if (folder_.empty()) {
-      static std::atomic<int> serial{0};
-      const auto folder = std::filesystem::temp_directory_path() /
-                          ("ptq4sam-recon-" + std::to_string(::getpid()) + "-" + std::to_string(serial++));
-      std::filesystem::create_directories(folder);
-      folder_ = folder.string();
-    }
-    stored.file = folder_ + "/entry_" + std::to_string(entries_.size()) + ".pt";
-    for (auto& t : all) t = t.cpu();
-    try {
-      torch::save(all, stored.file);
-    } catch (const c10::Error& e) {
-      throw Error(stored.file, std::string("cannot spill reconstruction data: ") + e.what_without_backtrace());
-    }
-    ++spilled_;
-  }
-  entries_.push_back(std::move(stored));
-}
-
-BlockData::Entry BlockData::get(size_t index, const at::Device& device) const {
-  const Stored& stored = entries_.at(index);
-  Entry entry;
-  if (stored.file.empty()) {
-    entry = stored.entry;
-  } else {
-    std::vector<at::Tensor> all;
-    torch::load(all, stored.file);
-    entry.quant_inputs.assign(all.begin(), all.begin() + int64_t(stored.quant_count));
-    entry.fp_inputs.assign(all.begin() + int64_t(stored.quant_count), all.begin() + int64_t(stored.quant_count + stored.fp_count));
-    entry.fp_output = all.back();
-  }
-  for (auto& t : entry.quant_inputs) t = t.to(device);
-  for (auto& t : entry.fp_inputs) t = t.to(device);
-  entry.fp_output = entry.fp_output.to(device);
-  return entry;
 }
 
 double block_mse(ReconBlock& block, const BlockData& data) {
