@@ -47,10 +47,17 @@ TEST(QuantConfig, ShippedConfigsParse) {
     EXPECT_EQ(c.w.ch_axis, 0);
     EXPECT_EQ(c.calibrate, 32);
     EXPECT_TRUE(c.ptq4sam.big);
-    // The paper's AGQ at 4 and 6 bits; at 8 bits the uniform softmax grid is finer.
-    EXPECT_EQ(c.ptq4sam.agq, bit < 8);
+    EXPECT_TRUE(c.ptq4sam.agq);  // the seed's recipe at every bit width
     EXPECT_FALSE(c.recon.has_value());  // PTQ4SAM-S
   }
+  // The uniform-softmax variant differs from the recipe in AGQ alone.
+  const auto recipe = quant::load_quant_config(std::string(PTQ4SAM_SOURCE_DIR) + "/configs/w8a8.yaml");
+  const auto uniform = quant::load_quant_config(std::string(PTQ4SAM_SOURCE_DIR) + "/configs/w8a8_uniform_softmax.yaml");
+  EXPECT_FALSE(uniform.ptq4sam.agq);
+  EXPECT_EQ(uniform.a.bit, 8);
+  EXPECT_EQ(uniform.w.bit, 8);
+  EXPECT_EQ(uniform.ptq4sam.big, recipe.ptq4sam.big);
+  EXPECT_EQ(uniform.calibrate, recipe.calibrate);
   for (const int bit : {4, 6}) {
     const auto c = quant::load_quant_config(std::string(PTQ4SAM_SOURCE_DIR) + "/configs/w" + std::to_string(bit) + "a" +
                                             std::to_string(bit) + "_recon.yaml");
