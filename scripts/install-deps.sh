@@ -10,6 +10,7 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev
   zlib1g-dev
+  pybind11-dev python3-dev python3-numpy
 )
 
 missing=()

@@ -66,6 +66,9 @@ class ReconLine {
     }
     const double elapsed = std::chrono::duration<double>(now - stage_start_).count();
     const long eta = s.iter > 0 ? long(elapsed / double(s.iter) * double(s.iters - s.iter)) : 0;
+    if (const auto& sink = progress_sink())
+      return sink("recon [" + std::to_string(s.block + 1) + "/" + std::to_string(s.blocks) + "] " + s.name + ": " + s.stage,
+                  size_t(s.iter), size_t(s.iters));
     // A terminal clears the rest of the old line; a log gets plain carriage returns.
     static const char* const redraw = isatty(fileno(stderr)) ? "\r\033[K" : "\r";
     if (s.stage == "collect")

@@ -62,6 +62,12 @@ class Predictor {
   void set_features(const at::Tensor& features, std::pair<int64_t, int64_t> input_size,
                     std::pair<int64_t, int64_t> original_size);
 
+  // Forgets the image (SamPredictor.reset_image): predict throws again until the next one.
+  void reset_image() {
+    features_ = at::Tensor();
+    original_size_ = input_size_ = {0, 0};
+  }
+  bool is_image_set() const { return features_.defined(); }
   const at::Tensor& features() const { return features_; }
   std::pair<int64_t, int64_t> original_size() const { return original_size_; }
   std::pair<int64_t, int64_t> input_size() const { return input_size_; }
