@@ -19,6 +19,7 @@
 #include "cli/command_line.h"
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "eval/automatic_mask_generator.h"
 #include "io/checkpoint.h"
 #include "io/image.h"
 #include "sam/predictor.h"
@@ -81,6 +82,29 @@ auto checked_argument(Check&& check) {
   }
 }
 
+std::string describe(const py::array& a) {
+  std::string shape;
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) shape += (d ? " x " : "") + std::to_string(a.shape(d));
+  return "shape (" + shape + ") of " + std::string(py::str(a.dtype()));
+}
+
+// An H x W x 3 uint8 array, C-contiguous (a copy only when it is not).
+py::array contiguous_image(const py::array& image, const std::string& where) {
+  if (!image.dtype().is(py::dtype::of<uint8_t>()) || image.ndim() != 3 || image.shape(2) != 3 || image.shape(0) < 1 ||
+      image.shape(1) < 1)
+    throw py::value_error(where + ": expected an H x W x 3 uint8 image, got " + describe(image));
+  return py::array_t<uint8_t, py::array::c_style>::ensure(image);
+}
+
+// The pixels as an RGB tensor: a view of the array, or its channels reversed for BGR. The
+// array must outlive the view.
+at::Tensor rgb_view(const py::array& pixels, const std::string& image_format) {
+  if (image_format != "RGB" && image_format != "BGR")
+    throw py::value_error("image_format must be 'RGB' or 'BGR', got '" + image_format + "'");
+  const at::Tensor rgb = at::from_blob(const_cast<void*>(pixels.data()), {pixels.shape(0), pixels.shape(1), 3}, at::kByte);
+  return image_format == "BGR" ? rgb.flip({2}) : rgb;
+}
+
 // A loaded model (sam_model_registry's result, SamPredictor's `model`): an official checkpoint
 // or a quantized artifact, with the quantizers it runs with kept alive.
 struct PySam {
@@ -108,14 +132,8 @@ class PySamPredictor {
   }
 
   void set_image(const py::array& image, const std::string& image_format) {
-    if (image_format != "RGB" && image_format != "BGR")
-      throw py::value_error("image_format must be 'RGB' or 'BGR', got '" + image_format + "'");
-    if (!image.dtype().is(py::dtype::of<uint8_t>()) || image.ndim() != 3 || image.shape(2) != 3 ||
-        image.shape(0) < 1 || image.shape(1) < 1)
-      throw py::value_error("set_image: expected an H x W x 3 uint8 image, got " + describe(image));
-    const auto pixels = py::array_t<uint8_t, py::array::c_style>::ensure(image);
-    at::Tensor rgb = at::from_blob(const_cast<uint8_t*>(pixels.data()), {image.shape(0), image.shape(1), 3}, at::kByte);
-    if (image_format == "BGR") rgb = rgb.flip({2});
+    const py::array pixels = contiguous_image(image, "set_image");
+    const at::Tensor rgb = rgb_view(pixels, image_format);
     py::gil_scoped_release release;
     predictor_.set_image(rgb);
   }
@@ -173,12 +191,6 @@ class PySamPredictor {
   std::shared_ptr<PySam> model() const { return model_; }
 
  private:
-  static std::string describe(const py::array& a) {
-    std::string shape;
-    for (py::ssize_t d = 0; d < a.ndim(); ++d) shape += (d ? " x " : "") + std::to_string(a.shape(d));
-    return "shape (" + shape + ") of " + std::string(py::str(a.dtype()));
-  }
-
   py::object size_or_none(std::pair<int64_t, int64_t> size) const {
     if (!predictor_.is_image_set()) return py::none();
     return py::make_tuple(size.first, size.second);
@@ -231,6 +243,73 @@ class PySamPredictor {
 
   std::shared_ptr<PySam> model_;
   sam::Predictor predictor_;
+};
+
+// SamAutomaticMaskGenerator (automatic_mask_generator.py) over eval::generate_masks.
+class PyMaskGenerator {
+ public:
+  PyMaskGenerator(std::shared_ptr<PySam> model, const eval::AmgOptions& options, const py::object& point_grids,
+                  std::string output_mode)
+      : model_(std::move(model)), options_(options), output_mode_(std::move(output_mode)) {
+    if (!point_grids.is_none()) throw py::value_error("point_grids is not supported: give points_per_side");
+    if (output_mode_ != "binary_mask" && output_mode_ != "uncompressed_rle" && output_mode_ != "coco_rle")
+      throw py::value_error("Unknown output_mode " + output_mode_ + ".");
+    checked_argument([&] { eval::check_options(options_); });
+  }
+
+  py::list generate(const py::array& image) const {
+    const py::array pixels = contiguous_image(image, "generate");
+    const at::Tensor rgb = rgb_view(pixels, "RGB");
+    std::vector<eval::AmgMask> masks;
+    {
+      py::gil_scoped_release release;
+      sam::Predictor predictor(model_->loaded.sam);
+      masks = eval::generate_masks(predictor, rgb, options_);
+    }
+    py::list records;
+    for (const auto& m : masks) records.append(record(m));
+    return records;
+  }
+
+ private:
+  static py::list xywh(const eval::AmgBox& b) {
+    py::list box;
+    for (const double v : {double(b[0]), double(b[1]), double(b[2] - b[0]), double(b[3] - b[1])}) box.append(v);
+    return box;
+  }
+
+  py::object segmentation(const coco::Rle& rle) const {
+    py::dict out;
+    out["size"] = py::list(py::make_tuple(rle.h, rle.w));
+    if (output_mode_ == "coco_rle") {
+      out["counts"] = coco::to_string(rle);
+      return std::move(out);
+    }
+    if (output_mode_ == "uncompressed_rle") {
+      out["counts"] = py::list(py::cast(rle.counts));
+      return std::move(out);
+    }
+    py::array_t<bool> mask({rle.h, rle.w});
+    const std::vector<uint8_t> pixels = coco::decode(rle);
+    std::copy(pixels.begin(), pixels.end(), mask.mutable_data());
+    return std::move(mask);
+  }
+
+  py::dict record(const eval::AmgMask& m) const {
+    py::dict r;
+    r["segmentation"] = segmentation(m.segmentation);
+    r["area"] = m.area;
+    r["bbox"] = xywh(m.box);
+    r["predicted_iou"] = double(m.predicted_iou);
+    r["point_coords"] = py::list(py::make_tuple(py::list(py::make_tuple(m.point_x, m.point_y))));
+    r["stability_score"] = double(m.stability_score);
+    r["crop_box"] = xywh(m.crop_box);
+    return r;
+  }
+
+  std::shared_ptr<PySam> model_;
+  eval::AmgOptions options_;
+  std::string output_mode_;
 };
 
 py::array read_image(const std::string& path) {
@@ -347,15 +426,6 @@ py::object evaluate(const py::object& model, const py::object& images, const py:
   return read_json(path_text(out) + "/metrics.json");
 }
 
-std::shared_ptr<PySamPredictor> make_predictor(const py::object& model, std::optional<int> threads) {
-  if (py::isinstance<PySam>(model)) return std::make_shared<PySamPredictor>(model.cast<std::shared_ptr<PySam>>(), threads);
-  if (py::isinstance<py::str>(model) || py::hasattr(model, "__fspath__")) {
-    const auto path = py::str(py::module_::import("os").attr("fspath")(model)).cast<std::string>();
-    return std::make_shared<PySamPredictor>(load_model(path, "integer", threads), std::nullopt);
-  }
-  throw py::value_error("SamPredictor: model must be a path (.pth or .safetensors) or a model from sam_model_registry / load_model");
-}
-
 void bind_model(py::module_& m) {
   py::class_<PySam, std::shared_ptr<PySam>>(m, "Sam", "A SAM model: an official checkpoint or a quantized artifact")
       .def_property_readonly_static("image_format", [](const py::object&) { return "RGB"; })
@@ -379,10 +449,59 @@ void bind_model(py::module_& m) {
   m.attr("sam_model_registry") = registry;
 }
 
+// A model object as it is, or a path loaded (with `threads`, for every kernel of the process).
+std::shared_ptr<PySam> as_model(const py::object& model, std::optional<int> threads = std::nullopt) {
+  if (py::isinstance<PySam>(model)) return model.cast<std::shared_ptr<PySam>>();
+  if (py::isinstance<py::str>(model) || py::hasattr(model, "__fspath__")) return load_model(path_text(model), "integer", threads);
+  throw py::value_error("model must be a path (.pth or .safetensors) or a model from sam_model_registry / load_model");
+}
+
+void bind_mask_generator(py::module_& m) {
+  const eval::AmgOptions d;
+  py::class_<PyMaskGenerator, std::shared_ptr<PyMaskGenerator>>(
+      m, "SamAutomaticMaskGenerator", "segment_anything.SamAutomaticMaskGenerator over ptq4sam's C++ runtime")
+      .def(py::init([](const py::object& model, int64_t points_per_side, int64_t points_per_batch, double pred_iou_thresh,
+                       double stability_score_thresh, double stability_score_offset, double box_nms_thresh,
+                       int64_t crop_n_layers, double crop_nms_thresh, double crop_overlap_ratio,
+                       int64_t crop_n_points_downscale_factor, const py::object& point_grids,
+                       int64_t min_mask_region_area, const std::string& output_mode) {
+             eval::AmgOptions o;
+             o.points_per_side = points_per_side;
+             o.points_per_batch = points_per_batch;
+             o.pred_iou_thresh = pred_iou_thresh;
+             o.stability_score_thresh = stability_score_thresh;
+             o.stability_score_offset = stability_score_offset;
+             o.box_nms_thresh = box_nms_thresh;
+             o.crop_n_layers = crop_n_layers;
+             o.crop_nms_thresh = crop_nms_thresh;
+             o.crop_overlap_ratio = crop_overlap_ratio;
+             o.crop_n_points_downscale_factor = crop_n_points_downscale_factor;
+             o.min_mask_region_area = min_mask_region_area;
+             return std::make_shared<PyMaskGenerator>(as_model(model), o, point_grids, output_mode);
+           }),
+           py::arg("model"), py::arg("points_per_side") = d.points_per_side, py::arg("points_per_batch") = d.points_per_batch,
+           py::arg("pred_iou_thresh") = d.pred_iou_thresh, py::arg("stability_score_thresh") = d.stability_score_thresh,
+           py::arg("stability_score_offset") = d.stability_score_offset, py::arg("box_nms_thresh") = d.box_nms_thresh,
+           py::arg("crop_n_layers") = d.crop_n_layers, py::arg("crop_nms_thresh") = d.crop_nms_thresh,
+           py::arg("crop_overlap_ratio") = d.crop_overlap_ratio,
+           py::arg("crop_n_points_downscale_factor") = d.crop_n_points_downscale_factor,
+           py::arg("point_grids") = py::none(), py::arg("min_mask_region_area") = d.min_mask_region_area,
+           py::arg("output_mode") = "binary_mask",
+           "The official generator's arguments and defaults; model: a path or a model from sam_model_registry.")
+      .def("generate", &PyMaskGenerator::generate, py::arg("image"),
+           "image: H x W x 3 uint8 RGB. Returns the official list of mask records (segmentation, area, bbox, "
+           "predicted_iou, point_coords, stability_score, crop_box).");
+}
+
 void bind_predictor(py::module_& m) {
   py::class_<PySamPredictor, std::shared_ptr<PySamPredictor>>(m, "SamPredictor",
                                                              "segment_anything.SamPredictor over ptq4sam's C++ runtime")
-      .def(py::init(&make_predictor), py::arg("sam_model"), py::arg("threads") = py::none(),
+      .def(py::init([](const py::object& model, std::optional<int> threads) {
+             // A path loads with `threads`; a model loaded before takes them now, if given.
+             const bool loaded = py::isinstance<PySam>(model);
+             return std::make_shared<PySamPredictor>(as_model(model, threads), loaded ? threads : std::nullopt);
+           }),
+           py::arg("sam_model"), py::arg("threads") = py::none(),
            "sam_model: a path (.pth or .safetensors) or a model from sam_model_registry / load_model.")
       .def("set_image", &PySamPredictor::set_image, py::arg("image"), py::arg("image_format") = "RGB",
            "image: H x W x 3 uint8 array in image_format ('RGB' or 'BGR'). Runs the image encoder.")
@@ -418,6 +537,7 @@ PYBIND11_MODULE(ptq4sam, m) {
   m.attr("__version__") = PTQ4SAM_VERSION;
   bind_model(m);
   bind_predictor(m);
+  bind_mask_generator(m);
   m.def("quantize", &quantize, py::arg("model"), py::arg("config"), py::arg("calib_images"), py::arg("out"),
         py::kw_only(), py::arg("report") = py::none(), py::arg("progress") = py::none(),
         "PTQ4SAM calibration (and reconstruction) of an official checkpoint, as `ptq4sam quantize`: every other "

@@ -15,6 +15,7 @@ CommandLine::CommandLine()
   runners_["quantize"] = add_quantize_command(app_);
   runners_["bench"] = add_bench_command(app_);
   runners_["detect"] = add_detect_command(app_);
+  runners_["everything"] = add_everything_command(app_);
 }
 
 Runner CommandLine::parse(std::vector<std::string> args) {

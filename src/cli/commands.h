@@ -23,6 +23,7 @@ Runner add_synth_coco_command(CLI::App& app);
 Runner add_quantize_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
 Runner add_detect_command(CLI::App& app);
+Runner add_everything_command(CLI::App& app);
 
 // A model from an official checkpoint (.pth) or a quantized artifact (.safetensors), which
 // runs on `backend` with its quantizers (kept alive here). Reports what runs on stderr, and

@@ -2,7 +2,41 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include <algorithm>
+#include <cmath>
+
 namespace ptq4sam::cli {
+namespace {
+
+// Half the pixel, half the colour, where the row-major mask is set.
+void tint(cv::Mat& canvas, const uint8_t* mask, const cv::Vec3b& color) {
+  for (int y = 0; y < canvas.rows; ++y) {
+    cv::Vec3b* row = canvas.ptr<cv::Vec3b>(y);
+    const uint8_t* m = mask + int64_t(y) * canvas.cols;
+    for (int x = 0; x < canvas.cols; ++x) {
+      if (!m[x]) continue;
+      for (int c = 0; c < 3; ++c) row[x][c] = uint8_t((int(row[x][c]) + int(color[c])) / 2);
+    }
+  }
+}
+
+}  // namespace
+
+at::Tensor draw_mask_overlay(const at::Tensor& image, const std::vector<const coco::Rle*>& masks) {
+  at::Tensor out = image.contiguous().clone();
+  cv::Mat canvas(int(out.size(0)), int(out.size(1)), CV_8UC3, out.data_ptr<uint8_t>());
+  std::vector<size_t> order(masks.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return coco::area(*masks[a]) > coco::area(*masks[b]); });
+  for (const size_t i : order) {
+    // A colour per mask from its index (golden-ratio hue steps), bright enough to see.
+    const double hue = std::fmod(double(i) * 0.618033988749895, 1.0) * 180.0;
+    cv::Mat hsv(1, 1, CV_8UC3, cv::Scalar(hue, 200, 255)), rgb;
+    cv::cvtColor(hsv, rgb, cv::COLOR_HSV2RGB);
+    tint(canvas, coco::decode(*masks[i]).data(), rgb.at<cv::Vec3b>(0, 0));
+  }
+  return out;
+}
 
 at::Tensor draw_overlay(const at::Tensor& image, const at::Tensor& masks, const std::vector<sam::Prompt>& prompts,
                         const std::vector<std::string>& captions) {
@@ -12,17 +46,7 @@ at::Tensor draw_overlay(const at::Tensor& image, const at::Tensor& masks, const 
   const int rows = int(out.size(0)), cols = int(out.size(1));
   cv::Mat canvas(rows, cols, CV_8UC3, out.data_ptr<uint8_t>());
   const at::Tensor m = masks.to(at::kByte).contiguous();
-  for (int64_t i = 0; i < m.size(0); ++i) {
-    const cv::Vec3b color = palette[i % 8];
-    const uint8_t* mp = m[i].data_ptr<uint8_t>();
-    for (int y = 0; y < rows; ++y) {
-      cv::Vec3b* row = canvas.ptr<cv::Vec3b>(y);
-      for (int x = 0; x < cols; ++x) {
-        if (!mp[int64_t(y) * cols + x]) continue;
-        for (int c = 0; c < 3; ++c) row[x][c] = uint8_t((int(row[x][c]) + int(color[c])) / 2);
-      }
-    }
-  }
+  for (int64_t i = 0; i < m.size(0); ++i) tint(canvas, m[i].data_ptr<uint8_t>(), palette[i % 8]);
   const int thickness = std::max(1, std::max(rows, cols) / 400);
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto& prompt = prompts[i];

@@ -94,19 +94,26 @@ Prediction Predictor::predict(const std::vector<Prompt>& prompts, bool multimask
     for (const auto& p : prompts) list.push_back(p.mask_input.to(at::kFloat).reshape({1, p.mask_input.size(-2), p.mask_input.size(-1)}));
     masks = at::stack(list, 0);
   }
+  return predict_torch(coords, labels, boxes, masks, multimask_output, return_logits);
+}
 
+Prediction Predictor::predict_torch(const at::Tensor& coords, const at::Tensor& labels, const at::Tensor& boxes,
+                                    const at::Tensor& masks, bool multimask_output, bool return_logits) const {
+  if (!features_.defined()) throw Error("predict", "no image set");
+  torch::NoGradGuard no_grad;
+  const at::Tensor& first = coords.defined() ? coords : boxes.defined() ? boxes : masks;
+  if (!first.defined()) throw Error("predict", "a prompt needs points, a box or a mask");
+  const int64_t batch = first.size(0);
   // Fixed-size chunks bound the decoder's memory (each prompt carries a copy of the image
   // embedding through the transformer) and keep every prompt's numbers independent of how
   // many others share its image.
-  const at::Tensor dense_pe = model_->prompt_encoder->get_dense_pe();
   std::vector<at::Tensor> all_masks, all_iou, all_low_res;
   const int64_t chunk = decoder_chunk_ > 0 ? decoder_chunk_ : batch;
   for (int64_t start = 0; start < batch; start += chunk) {
     const int64_t n = std::min(chunk, batch - start);
     const auto slice = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, start, n) : t; };
-    const auto [sparse, dense] = model_->prompt_encoder->forward(slice(coords), slice(labels), slice(boxes), slice(masks));
-    auto [low_res, iou] = model_->mask_decoder->forward(features_, dense_pe, sparse, dense, multimask_output);
-    at::Tensor upscaled = model_->postprocess_masks(low_res, input_size_, original_size_);
+    auto [low_res, iou] = decode(slice(coords), slice(labels), slice(boxes), slice(masks), multimask_output);
+    at::Tensor upscaled = upscale(low_res);
     if (!return_logits) upscaled = upscaled > Sam::kMaskThreshold;
     all_masks.push_back(upscaled);
     all_iou.push_back(iou);
@@ -114,6 +121,20 @@ Prediction Predictor::predict(const std::vector<Prompt>& prompts, bool multimask
   }
   if (all_masks.size() == 1) return {all_masks[0], all_iou[0], all_low_res[0]};
   return {at::cat(all_masks), at::cat(all_iou), at::cat(all_low_res)};
+}
+
+std::pair<at::Tensor, at::Tensor> Predictor::decode(const at::Tensor& coords, const at::Tensor& labels,
+                                                    const at::Tensor& boxes, const at::Tensor& masks,
+                                                    bool multimask_output) const {
+  if (!features_.defined()) throw Error("predict", "no image set");
+  torch::NoGradGuard no_grad;
+  const auto [sparse, dense] = model_->prompt_encoder->forward(coords, labels, boxes, masks);
+  return model_->mask_decoder->forward(features_, model_->prompt_encoder->get_dense_pe(), sparse, dense, multimask_output);
+}
+
+at::Tensor Predictor::upscale(const at::Tensor& low_res) const {
+  torch::NoGradGuard no_grad;
+  return model_->postprocess_masks(low_res, input_size_, original_size_);
 }
 
 }  // namespace ptq4sam::sam

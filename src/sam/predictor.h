@@ -58,6 +58,22 @@ class Predictor {
   // size; thresholded at 0.0 unless return_logits.
   Prediction predict(const std::vector<Prompt>& prompts, bool multimask_output, bool return_logits = false) const;
 
+  // SamPredictor.predict_torch: prompts already in the model's input frame (transform()
+  // applied), batched: coords (B, N, 2) with labels (B, N), boxes (B, 4), masks (B, 1, 256,
+  // 256), each undefined or of one batch size. Coordinates keep their dtype into the prompt
+  // encoder, which normalises them in it before float32, as the official automatic mask
+  // generator's float64 points are.
+  Prediction predict_torch(const at::Tensor& coords, const at::Tensor& labels, const at::Tensor& boxes,
+                           const at::Tensor& masks, bool multimask_output, bool return_logits = false) const;
+  const ResizeLongestSide& transform() const { return transform_; }
+  // predict_torch's two halves, for callers that upscale fewer masks at a time than they
+  // decode: the decoder on one batch (low-res logits (B, C, 256, 256), IoU (B, C)), and
+  // low-res logits to logits at the original image size (each mask on its own: the same
+  // numbers in any batch).
+  std::pair<at::Tensor, at::Tensor> decode(const at::Tensor& coords, const at::Tensor& labels, const at::Tensor& boxes,
+                                           const at::Tensor& masks, bool multimask_output) const;
+  at::Tensor upscale(const at::Tensor& low_res) const;
+
   // Uses a precomputed image embedding (1, C, E, E) of an image resized to input_size.
   void set_features(const at::Tensor& features, std::pair<int64_t, int64_t> input_size,
                     std::pair<int64_t, int64_t> original_size);
@@ -75,6 +91,7 @@ class Predictor {
   // Prompts decoded per batch (default kDecoderChunk); 0 decodes all of an image's prompts in
   // one batch, as calibration needs (observers update once per image).
   void set_decoder_chunk(int64_t chunk) { decoder_chunk_ = chunk; }
+  int64_t decoder_chunk() const { return decoder_chunk_; }
 
  private:
   std::shared_ptr<Sam> model_;
