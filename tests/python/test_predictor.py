@@ -210,13 +210,14 @@ class OfficialInterface(unittest.TestCase):
         masks, iou, low_res = f.predictor.predict(box=np.array(f.cases["cases"][0]["box"]))
         self.assertFalse(masks.flags.owndata or low_res.flags.owndata)
 
-    def test_python_runs_while_the_decoder_does(self):
-        # The GIL is released while the decoder runs: a Python thread keeps counting through the
+    def test_python_runs_while_the_model_does(self):
+        # The GIL is released while the decoder and the encoder run: a Python thread keeps counting through the
         # call. Held, it could count only during the interpreter's 5 ms switch interval around
         # the call, far below a twentieth of what it counts in the call's (> 100 ms) duration.
         require_fixture(self)
         f = Fixture.get()
         boxes = np.tile(np.array(f.cases["cases"][0]["box"]), (16, 1))
+        encoder = ptq4sam.SamPredictor(f.predictor.model)
         counter = [0]
         stop = threading.Event()
 
@@ -231,14 +232,17 @@ class OfficialInterface(unittest.TestCase):
             start, before = time.perf_counter(), counter[0]
             time.sleep(0.1)
             rate = (counter[0] - before) / (time.perf_counter() - start)  # sharing the GIL with a sleeper
-            start, before = time.perf_counter(), counter[0]
-            f.predictor.predict_batch(boxes)
-            during, seconds = counter[0] - before, time.perf_counter() - start
+            runs = []
+            for call in (lambda: f.predictor.predict_batch(boxes), lambda: encoder.set_image(f.image)):
+                start, before = time.perf_counter(), counter[0]
+                call()
+                runs.append((counter[0] - before, time.perf_counter() - start))
         finally:
             stop.set()
             worker.join()
-        self.assertGreater(seconds, 0.1)
-        self.assertGreater(during, 0.05 * rate * seconds, "the thread hardly ran while the decoder did")
+        for (during, seconds), what in zip(runs, ("decoder", "encoder")):
+            self.assertGreater(seconds, 0.1, what)
+            self.assertGreater(during, 0.05 * rate * seconds, "the thread hardly ran while the %s did" % what)
 
     def test_two_threads_predict_at_once(self):
         # Two Python threads decode concurrently and each gets the numbers it would get alone.
