@@ -4,8 +4,8 @@
 # malloc limits. Seeds: the valid files our writers make (tests/fuzz_replay_test.cc's FuzzSeeds,
 # kept with PTQ4SAM_FUZZ_SEEDS), the fixtures' files and fuzz/corpus/. A crash, hang or
 # allocation past the limit is written to fuzz/crashes/<target>/ (commit it: the replay test
-# then holds it). The grown corpus stays in build-fuzz/corpus/<target>/ for the next run; only
-# the small hand-made seeds of fuzz/corpus/ are committed (a 10-minute run grows tens of MB,
+# then holds it; one that is a fixture's file unchanged is replayed from ../shared instead).
+# The grown corpus stays in build-fuzz/corpus/<target>/ for the next run; only the small hand-made seeds of fuzz/corpus/ are committed (a 10-minute run grows tens of MB,
 # which the replay test would then read on every run).
 #
 #   fuzz/run.sh [SECONDS=600] [RUNS=1000000] [TARGET...]    (PTQ4SAM_FUZZ_JOBS targets at once, default 2)

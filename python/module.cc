@@ -230,7 +230,8 @@ class PySamPredictor {
   at::Tensor low_res_mask(const py::object& value) const {
     const auto mask = as_doubles(value, "mask_input");
     const int64_t side = 4 * model_->loaded.sam->config.image_embedding_size();
-    if (mask.size() != side * side || mask.shape(mask.ndim() - 1) != side || mask.ndim() < 2 || mask.shape(mask.ndim() - 2) != side)
+    if (mask.ndim() < 2 || mask.size() != side * side || mask.shape(mask.ndim() - 1) != side ||
+        mask.shape(mask.ndim() - 2) != side)
       throw py::value_error("mask_input must be 1 x " + std::to_string(side) + " x " + std::to_string(side) +
                             " logits, got " + describe(mask));
     return at::from_blob(const_cast<double*>(mask.data()), {1, side, side}, at::kDouble).to(at::kFloat);
@@ -399,30 +400,31 @@ py::object read_json(const std::string& path) {
   return py::module_::import("json").attr("loads")(text);
 }
 
+// A subcommand's required arguments (name, value) and the caller's keywords, as its options.
+py::dict options_of(std::initializer_list<std::pair<const char*, py::object>> required, const py::kwargs& options) {
+  py::dict all;
+  for (const auto& [name, value] : required) all[name] = value;
+  for (const auto& [key, value] : options) all[key] = value;
+  return all;
+}
+
 py::object quantize(const py::object& model, const py::object& config, const py::object& calib_images, const py::object& out,
                     const py::object& report, const py::object& progress, const py::kwargs& options) {
-  py::dict all;
-  all["model"] = model;
-  all["config"] = config;
-  all["calib_images"] = calib_images;
-  all["out"] = out;
   // The report is the result: without a path of its own it goes beside the artifact and stays.
   const std::string report_path = report.is_none() ? path_text(out) + ".report.json" : path_text(report);
-  all["report"] = report_path;
-  for (const auto& [key, value] : options) all[key] = value;
-  run_subcommand("quantize", all, progress);
+  run_subcommand("quantize",
+                 options_of({{"model", model}, {"config", config}, {"calib_images", calib_images}, {"out", out},
+                             {"report", py::str(report_path)}},
+                            options),
+                 progress);
   return read_json(report_path);
 }
 
 py::object evaluate(const py::object& model, const py::object& images, const py::object& annotations, const py::object& out,
                     const py::object& progress, const py::kwargs& options) {
-  py::dict all;
-  all["model"] = model;
-  all["images"] = images;
-  all["annotations"] = annotations;
-  all["out"] = out;
-  for (const auto& [key, value] : options) all[key] = value;
-  run_subcommand("eval", all, progress);
+  run_subcommand("eval",
+                 options_of({{"model", model}, {"images", images}, {"annotations", annotations}, {"out", out}}, options),
+                 progress);
   return read_json(path_text(out) + "/metrics.json");
 }
 

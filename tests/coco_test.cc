@@ -51,8 +51,8 @@ TEST(CocoRle, PolygonRasterisation) {
 }
 
 TEST(CocoRle, RepeatedVerticesRasteriseAsTheirPolygon) {
-  // Annotators' polygons repeat points; rleFrPoly divides 0 by 0 there (the fuzzer's
-  // crash-d10c5a...), and the point it makes is skipped, so the mask is that of the polygon
+  // Annotators' polygons repeat points; rleFrPoly divides 0 by 0 there (UBSan found it in the
+  // fuzzer's seed ../shared/fixtures/coco_small/instances.json), and the point it makes is skipped, so the mask is that of the polygon
   // without the repeat.
   const coco::Rle plain = coco::from_polygon({1, 1, 5, 1, 5, 5, 1, 5}, 8, 8);
   for (const std::vector<double>& repeated : {std::vector<double>{1, 1, 5, 1, 5, 1, 5, 5, 1, 5},

@@ -63,6 +63,22 @@ TEST(FuzzReplay, EveryCorpusAndCrashFileEndsCleanly) {
   EXPECT_GT(replayed, names.size());
 }
 
+// The fixtures' files that fuzz/run.sh seeds the fuzzers with, read from ../shared rather than
+// copied into fuzz/ (coco_small/instances.json is where the polygon 0/0 of CocoRle's
+// RepeatedVerticesRasteriseAsTheirPolygon was found).
+TEST(FuzzReplay, FixtureSeedsEndCleanly) {
+  PTQ4SAM_REQUIRE_FIXTURES("coco_small");
+  const std::pair<const char*, const char*> seeds[] = {{"coco_annotations", "coco_small/instances.json"},
+                                                       {"coco_results", "coco_small/results_segm.json"},
+                                                       {"coco_results", "coco_small/results_bbox.json"},
+                                                       {"image", "sam_tiny/image.jpg"}};
+  for (const auto& [target, file] : seeds) {
+    const fs::path path = fs::path(fixtures) / file;
+    if (!fs::exists(path)) continue;
+    EXPECT_NO_THROW(replay(target, path)) << path;
+  }
+}
+
 TEST(FuzzReplay, UnknownTargetIsRefused) {
   const uint8_t byte = 0;
   EXPECT_THROW(fuzz::run_target("no_such_reader", &byte, 1), std::invalid_argument);

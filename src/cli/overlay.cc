@@ -26,8 +26,12 @@ at::Tensor draw_mask_overlay(const at::Tensor& image, const std::vector<const co
   at::Tensor out = image.contiguous().clone();
   cv::Mat canvas(int(out.size(0)), int(out.size(1)), CV_8UC3, out.data_ptr<uint8_t>());
   std::vector<size_t> order(masks.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return coco::area(*masks[a]) > coco::area(*masks[b]); });
+  std::vector<uint64_t> areas(masks.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    order[i] = i;
+    areas[i] = coco::area(*masks[i]);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return areas[a] > areas[b]; });
   for (const size_t i : order) {
     // A colour per mask from its index (golden-ratio hue steps), bright enough to see.
     const double hue = std::fmod(double(i) * 0.618033988749895, 1.0) * 180.0;

@@ -13,12 +13,6 @@
 namespace ptq4sam::eval {
 namespace {
 
-// A mask of one crop, before its crop's NMS: the box and point still in the crop's frame.
-struct Candidate {
-  AmgMask mask;
-  detect::Box crop_frame_box{};
-};
-
 int64_t int_pow(int64_t base, int64_t exponent) {
   int64_t result = 1;
   for (int64_t i = 0; i < exponent; ++i) result *= base;
@@ -66,7 +60,7 @@ bool near_crop_edge(const AmgBox& box, const AmgBox& crop, int64_t height, int64
 // and run-length encoded.
 void process_batch(const sam::Predictor& predictor, const std::vector<std::array<double, 2>>& points, size_t start,
                    size_t count, const AmgBox& crop, int64_t height, int64_t width, const AmgOptions& o,
-                   std::vector<Candidate>& out) {
+                   std::vector<AmgMask>& out) {
   const int64_t crop_h = crop[3] - crop[1], crop_w = crop[2] - crop[0];
   at::Tensor coords = at::empty({int64_t(count), 1, 2}, at::kDouble);
   auto c = coords.accessor<double, 3>();
@@ -103,8 +97,7 @@ void process_batch(const sam::Predictor& predictor, const std::vector<std::array
       const AmgBox box = mask_box(binary.data(), crop_h, crop_w, crop_w);
       if (near_crop_edge(box, crop, height, width)) continue;
 
-      Candidate candidate;
-      AmgMask& mask = candidate.mask;
+      AmgMask mask;  // box and point in the crop's frame until its NMS
       if (crop_h == height && crop_w == width) {
         mask.segmentation = coco::encode(binary.data(), height, width);
       } else {
@@ -118,8 +111,7 @@ void process_batch(const sam::Predictor& predictor, const std::vector<std::array
       mask.stability_score = stability;
       mask.point_x = points[start + i][0];
       mask.point_y = points[start + i][1];
-      candidate.crop_frame_box = as_nms_box(box);
-      out.push_back(std::move(candidate));
+      out.push_back(std::move(mask));
     }
   }
 }
@@ -134,7 +126,7 @@ std::vector<AmgMask> process_crop(sam::Predictor& predictor, const at::Tensor& i
   std::vector<std::array<double, 2>> points;
   for (const auto& g : grid) points.push_back({g[0] * double(crop_w), g[1] * double(crop_h)});
 
-  std::vector<Candidate> candidates;
+  std::vector<AmgMask> candidates;
   for (size_t start = 0; start < points.size(); start += size_t(o.points_per_batch)) {
     const size_t count = std::min(size_t(o.points_per_batch), points.size() - start);
     process_batch(predictor, points, start, count, crop, height, width, o, candidates);
@@ -145,12 +137,12 @@ std::vector<AmgMask> process_crop(sam::Predictor& predictor, const at::Tensor& i
   std::vector<detect::Box> boxes;
   std::vector<float> scores;
   for (const auto& c : candidates) {
-    boxes.push_back(c.crop_frame_box);
-    scores.push_back(c.mask.predicted_iou);
+    boxes.push_back(as_nms_box(c.box));
+    scores.push_back(c.predicted_iou);
   }
   std::vector<AmgMask> kept;
   for (const int64_t i : detect::nms(boxes, scores, float(o.box_nms_thresh))) {
-    AmgMask mask = std::move(candidates[size_t(i)].mask);
+    AmgMask mask = std::move(candidates[size_t(i)]);
     for (int k = 0; k < 4; ++k) mask.box[k] += crop[k % 2];
     mask.point_x += double(crop[0]);
     mask.point_y += double(crop[1]);
