@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../build"
 ctest --output-on-failure
-numeric='(^|/)(SamParity|Attention|QuantizedAttention|QuantizedLinear|IntegerRuntime|QuantReference|CpuPaths|Conv2d|YoloxParity|Gelu|FakeQuant|Ptq4samS)\.'
+numeric='(^|/)(SamParity|Attention|QuantizedAttention|QuantizedLinear|IntegerRuntime|QuantReference|CpuPaths|Conv2d|YoloxParity|FasterRcnnParity|Gelu|FakeQuant|Ptq4samS)\.'
 echo "== again on the generic CPU path (PTQ4SAM_CPU=generic): $numeric"
 PTQ4SAM_CPU=generic ctest --output-on-failure -R "$numeric"

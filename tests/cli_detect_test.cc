@@ -185,6 +185,7 @@ TEST_F(DetectCli, WrongFilesAreOneLineErrors) {
                                  " --out " + file("x.json"));
   EXPECT_EQ(sam.exit_code, 1) << sam.output;
   EXPECT_NE(sam.output.find("not a YOLOX checkpoint"), std::string::npos) << sam.output;
+  EXPECT_NE(sam.output.find("nor a Faster R-CNN one"), std::string::npos) << sam.output;
   test::write_bytes(file("junk.pth"), "junk");
   const auto junk = test::run_cli("detect --detector " + file("junk.pth") + " --images " + file("photo") + " --out " +
                                   file("x.json"));
@@ -209,6 +210,58 @@ TEST_F(DetectCli, WrongFilesAreOneLineErrors) {
                                   file("photo") + " --annotations " + file("photo.json") + " --out " + file("both"));
   EXPECT_EQ(both.exit_code, 1) << both.output;
   EXPECT_NE(both.output.find("either --prompts or --detector"), std::string::npos) << both.output;
+}
+
+// The second detector of the seed goes through the same commands, recognised from its keys.
+TEST_F(DetectCli, FasterRcnnThroughDetectEvalQuantizeAndBench) {
+  const std::string frcnn = test::fixtures_dir() + "/faster_rcnn_tiny/checkpoint_mmdet.pth";
+  if (!std::filesystem::exists(frcnn)) GTEST_SKIP() << "faster_rcnn_tiny fixture not found";
+  const auto r = test::run_cli("detect --detector " + frcnn + " --images " + file("photo") + " --out " +
+                               file("frcnn_dets.json") + " --threads 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("detector: Faster R-CNN R50-FPN (base 16, FPN 32, fc 64, 80 classes)"), std::string::npos)
+      << r.output;
+  const json manifest = read_json(std::filesystem::path(frcnn).parent_path().string() + "/manifest.json");
+  const json dets = read_json(file("frcnn_dets.json"));
+  EXPECT_EQ(dets.size(), manifest["counts"]["detections"].get<size_t>());
+  int64_t previous_category = 0;
+  for (const auto& d : dets) {
+    EXPECT_GE(d["category_id"].get<int64_t>(), previous_category);
+    previous_category = d["category_id"].get<int64_t>();
+    EXPECT_GT(d["score"].get<double>(), 0.05);
+  }
+  // The journal records the thresholds the detector ran with: the seed's rcnn test_cfg.
+  const std::string journal = test::read_bytes(file("frcnn_dets.json.journal.jsonl"));
+  const json header = json::parse(journal.substr(0, journal.find('\n')));
+  EXPECT_FLOAT_EQ(header["run"]["nms_iou"].get<float>(), 0.5f) << header.dump();
+  EXPECT_FLOAT_EQ(header["run"]["score_thr"].get<float>(), 0.05f) << header.dump();
+
+  // eval --detector: every clock detection of the photo prompts SAM (bus: none here).
+  const std::string out = file("eval_frcnn");
+  const auto e = test::run_cli("eval --model " + file("model.pth") + " --detector " + frcnn + " --images " + file("photo") +
+                               " --annotations " + file("photo.json") + " --out " + out + " --threads 2");
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  size_t clocks = size_t(manifest["counts"]["detections_per_class"]["clock"].get<int64_t>());
+  const json results = read_json(out + "/results_segm.json");
+  EXPECT_EQ(results.size(), clocks);
+  for (const auto& res : results) EXPECT_EQ(res["category_id"], 85);
+
+  test::write_bytes(file("fast_frcnn.yaml"),
+                    "a_qconfig: {quantizer: LSQFakeQuantize, observer: AvgMinMaxObserver, bit: 8, symmetric: False, ch_axis: -1}\n"
+                    "w_qconfig: {quantizer: FixedFakeQuantize, observer: MinMaxObserver, bit: 8, symmetric: False, ch_axis: 0}\n"
+                    "calibrate: 1\n"
+                    "ptq4sam: {BIG: False, AGQ: False}\n");
+  const auto q = test::run_cli("quantize --model " + file("model.pth") + " --config " + file("fast_frcnn.yaml") +
+                               " --calib-images " + file("photo") + " --calib-annotations " + file("photo.json") +
+                               " --calib-detector " + frcnn + " --out " + file("frcnn.safetensors") + " --report " +
+                               file("frcnn_report.json") + " --threads 2");
+  ASSERT_EQ(q.exit_code, 0) << q.output;
+  EXPECT_NE(q.output.find("calibration prompts from Faster R-CNN"), std::string::npos) << q.output;
+  EXPECT_EQ(read_json(file("frcnn_report.json"))["calibration_boxes"].get<size_t>(), clocks);
+
+  const auto b = test::run_cli("bench --runs 1 --warmup 0 --threads 2 --detector " + frcnn);
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_NE(b.output.find("Faster R-CNN R50-FPN FP32"), std::string::npos) << b.output;
 }
 
 TEST_F(DetectCli, BenchHasADetectorRow) {

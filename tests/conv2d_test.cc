@@ -39,5 +39,23 @@ TEST(Conv2d, MatchesAtenConvolution) {
   EXPECT_THROW(conv.forward(at::randn({1, 5, 8, 8})), std::exception);  // wrong channels
 }
 
+// ResNet's block end: relu(conv(x) + identity) in one primitive, the residual added before the
+// activation; odd sizes with stride 2 give ceil(n / 2) as ATen does.
+TEST(Conv2d, ReluAndResidualSumMatchAten) {
+  at::manual_seed(4);
+  const at::Tensor weight = at::randn({24, 10, 3, 3}) / std::sqrt(90.0), bias = at::randn({24});
+  const kernels::Conv2d conv(weight, bias, 2, 1, kernels::ConvActivation::kRelu);
+  const at::Tensor x = at::randn({1, 10, 25, 19});
+  const at::Tensor plain = at::conv2d(x, weight, bias, {2, 2}, {1, 1});
+  ASSERT_EQ(plain.sizes(), (std::vector<int64_t>{1, 24, 13, 10}));
+  const at::Tensor residual = at::randn(plain.sizes());
+  const at::Tensor got = conv.forward(x, residual), got_plain = conv.forward(x);
+  // Float32 sums of 90 products in another order.
+  EXPECT_LT((got - at::relu(plain + residual)).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((got_plain - at::relu(plain)).abs().max().item<double>(), 1e-4);
+  EXPECT_GT((got - got_plain).abs().max().item<double>(), 0.1);  // the residual did arrive
+  EXPECT_THROW(conv.forward(x, at::randn({1, 24, 12, 10})), std::exception);  // wrong residual shape
+}
+
 }  // namespace
 }  // namespace ptq4sam

@@ -124,13 +124,14 @@ nlohmann::json measure(const std::string& path, const BenchOptions& o) {
           {"weights_mb", double(resident_weight_bytes(loaded)) / 1e6}};
 }
 
-// One detector, in this process: detection time (letterbox, network, decoding and NMS) on a
-// fixed pseudo-random 640 x 480 picture, which the letterbox pads to the 640 x 640 input.
+// One detector, in this process: detection time (its resize, network, decoding and NMS) on a
+// fixed pseudo-random 640 x 480 picture (YOLOX letterboxes it to 640 x 640, Faster R-CNN
+// resizes it to 1067 x 800).
 nlohmann::json measure_detector(const std::string& path, const BenchOptions& o) {
   const auto t_load = std::chrono::steady_clock::now();
   const std::unique_ptr<detect::Detector> detector = detect::load_detector(path);
   const double load_s = seconds_since(t_load);
-  const std::string kind = detector->describe().substr(0, detector->describe().find(' ')) + " FP32";
+  const std::string kind = detector->describe().substr(0, detector->describe().find(" (")) + " FP32";
   at::manual_seed(0);
   const at::Tensor image = at::randint(0, 256, {480, 640, 3}, at::kByte);
   for (int run = 0; run < o.warmup; ++run) {

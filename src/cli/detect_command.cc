@@ -18,7 +18,7 @@ namespace {
 
 struct DetectOptions {
   std::string detector, images, annotations, out, show_dir;
-  detect::DetectorOptions thresholds;
+  float score_thr = -1, nms_iou = -1;  // < 0: the detector's own (the seed's test_cfg)
   int limit = 0, threads = 0;
 };
 
@@ -47,7 +47,7 @@ int run_detect(const DetectOptions& o) {
   if (o.limit > 0 && images.size() > size_t(o.limit)) images.resize(size_t(o.limit));
   if (images.empty()) throw Error(o.images, "no images to detect on (numbered files such as 000000397133.jpg)");
 
-  const std::unique_ptr<detect::Detector> detector = detect::load_detector(o.detector, o.thresholds);
+  const std::unique_ptr<detect::Detector> detector = detect::load_detector(o.detector, detect::detector_options(o.score_thr, o.nms_iou));
   std::fprintf(stderr, "detector: %s\n", detector->describe().c_str());
   const std::vector<int64_t> category_ids = eval::detector_category_ids(detector->classes(), gt ? &*gt : nullptr);
   if (!o.show_dir.empty()) io::ensure_directory(o.show_dir);
@@ -59,7 +59,7 @@ int run_detect(const DetectOptions& o) {
                               {"detector_bytes", std::filesystem::file_size(o.detector, ec)},
                               {"images", std::filesystem::absolute(o.images).string()},
                               {"annotations", o.annotations.empty() ? "" : std::filesystem::absolute(o.annotations).string()},
-                              {"score_thr", o.thresholds.score_threshold}, {"nms_iou", o.thresholds.nms_iou},
+                              {"score_thr", detector->score_threshold()}, {"nms_iou", detector->nms_iou()},
                               {"limit", o.limit}};
   eval::Journal journal(o.out + ".journal.jsonl", run);
   size_t already = 0;
@@ -103,24 +103,26 @@ int run_detect(const DetectOptions& o) {
 
 Runner add_detect_command(CLI::App& app) {
   auto o = std::make_shared<DetectOptions>();
-  CLI::App* cmd = app.add_subcommand("detect", "Detect boxes with a seed detector (YOLOX) into COCO results JSON");
+  CLI::App* cmd = app.add_subcommand("detect", "Detect boxes with a seed detector (YOLOX, Faster R-CNN) into COCO results JSON");
   cmd->footer(
       "Example:\n"
       "  ptq4sam detect --detector yolox_l_8x8_300e_coco_20211126_140236-d3bd2b23.pth --images val2017 \\\n"
       "      --annotations instances_val2017.json --out yolox_val2017_bbox.json\n"
-      "Checkpoints: mmdetection's model zoo files (legacy torch.save) or Megvii's yolox_*.pth.\n"
+      "Checkpoints: mmdetection's model zoo files (legacy torch.save) of YOLOX or Faster R-CNN R50-FPN,\n"
+      "or Megvii's yolox_*.pth; which detector it is comes from the checkpoint's keys.\n"
       "A killed run resumes from OUT.journal.jsonl when started again with the same arguments.");
-  cmd->add_option("--detector", o->detector, "Detector checkpoint (YOLOX, mmdetection or Megvii layout)")->required();
+  cmd->add_option("--detector", o->detector, "Detector checkpoint (YOLOX in mmdetection's or Megvii's layout, Faster R-CNN in mmdetection's)")->required();
   cmd->add_option("--images", o->images, "Image folder")->required();
   cmd->add_option("--annotations", o->annotations,
                   "COCO annotations: their images, in their order, and their category ids (by class name); "
                   "without it, the folder's numbered files and COCO's 80-class ids");
   cmd->add_option("--out", o->out, "Output: COCO results JSON (bbox, score)")->required();
-  cmd->add_option("--score-thr", o->thresholds.score_threshold,
-                  "Keep boxes scoring at least this (the seed's 0.05; mmdetection's YOLOX config: 0.01)")
-      ->capture_default_str()
+  cmd->add_option("--score-thr", o->score_thr,
+                  "Score threshold (default: the seed's 0.05 for both; YOLOX keeps >=, Faster R-CNN >; "
+                  "mmdetection's YOLOX config: 0.01)")
       ->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--nms-iou", o->thresholds.nms_iou, "Class-wise NMS IoU threshold")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--nms-iou", o->nms_iou, "Class-wise NMS IoU threshold (default: YOLOX 0.65, Faster R-CNN 0.5)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--limit", o->limit, "Only the first N images");
   cmd->add_option("--show-dir", o->show_dir, "Write a PNG per image with the boxes, classes and scores");
   cmd->add_option("--threads", o->threads, "Threads (default: all cores)");

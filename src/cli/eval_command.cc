@@ -21,7 +21,7 @@ namespace {
 struct EvalOptions {
   std::string model, images, annotations, prompts, detector, out, shard, show_dir;
   double score_thr = -1;  // < 0: 0.05 with --detector (the seed's), 0 with --prompts
-  float nms_iou = 0.65f;
+  float nms_iou = -1;  // < 0: the detector's own
   int placeholder = 0;  // > 0 on, < 0 off, 0: on with --detector (the seed's protocol), off with --prompts
   int max_dets = 0, limit = 0, threads = 0;
   quant::Backend backend = quant::Backend::kInteger;
@@ -69,7 +69,7 @@ int run_eval(const EvalOptions& o) {
   std::unique_ptr<detect::Detector> detector;
   std::vector<int64_t> category_ids;
   if (with_detector) {
-    detector = detect::load_detector(o.detector, {float(score_thr), o.nms_iou});
+    detector = detect::load_detector(o.detector, detect::detector_options(float(score_thr), o.nms_iou));
     category_ids = eval::detector_category_ids(detector->classes(), &gt);
     std::fprintf(stderr, "detector: %s\n", detector->describe().c_str());
   } else {
@@ -91,7 +91,7 @@ int run_eval(const EvalOptions& o) {
                               {"annotations", std::filesystem::absolute(o.annotations).string()},
                               {"prompts", o.prompts == "gt" || o.prompts.empty() ? o.prompts : std::filesystem::absolute(o.prompts).string()},
                               {"detector", with_detector ? std::filesystem::absolute(o.detector).string() : ""},
-                              {"nms_iou", with_detector ? o.nms_iou : 0.0f}, {"placeholder", placeholder},
+                              {"nms_iou", with_detector ? detector->nms_iou() : 0.0f}, {"placeholder", placeholder},
                               {"backend", backend_name(o.backend)},
                               {"score_thr", score_thr}, {"max_dets", o.max_dets}, {"limit", o.limit},
                               {"shard", std::to_string(shard_index) + "/" + std::to_string(shard_count)}};
@@ -189,12 +189,13 @@ Runner add_eval_command(CLI::App& app) {
   cmd->add_option("--annotations", o->annotations, "COCO ground truth (instances_*.json)")->required();
   cmd->add_option("--prompts", o->prompts, "Detections (COCO results JSON with bbox and score) or 'gt'");
   cmd->add_option("--detector", o->detector,
-                  "Run a detector (YOLOX checkpoint, mmdetection or Megvii layout) on each image for the prompts, "
+                  "Run a detector (YOLOX in mmdetection's or Megvii's layout, Faster R-CNN in mmdetection's) on each image "
+                  "for the prompts, "
                   "as the seed does; instead of --prompts");
   cmd->add_option("--out", o->out, "Output folder: results_segm.json, metrics.json, journal.jsonl")->required();
   cmd->add_option("--score-thr", o->score_thr,
                   "Drop detections scoring below (default: 0.05 with --detector, the seed's; 0 with --prompts)");
-  cmd->add_option("--nms-iou", o->nms_iou, "The detector's class-wise NMS IoU")->capture_default_str();
+  cmd->add_option("--nms-iou", o->nms_iou, "The detector's class-wise NMS IoU (default: YOLOX 0.65, Faster R-CNN 0.5)");
   cmd->add_option("--max-dets", o->max_dets, "Boxes per image, best first (0: all, as the seed passes them)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);

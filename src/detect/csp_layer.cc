@@ -3,43 +3,10 @@
 #include "util/error.h"
 
 namespace ptq4sam::detect {
-namespace {
-
-at::Tensor take(io::StateDict& state, const std::string& name, int64_t dim) {
-  at::Tensor t = state.take(name);
-  if (t.dim() != dim || !t.is_floating_point() || t.numel() == 0)
-    throw Error(state.source(), "'" + name + "' must be a non-empty " + std::to_string(dim) + "-d float tensor");
-  return t;
-}
-
-}  // namespace
 
 kernels::Conv2d load_conv_module(io::StateDict& state, const std::string& prefix, int64_t stride) {
-  const at::Tensor weight = take(state, prefix + ".conv.weight", 4).to(at::kDouble);
-  const int64_t out = weight.size(0);
-  if (weight.size(2) != weight.size(3) || weight.size(2) % 2 == 0)
-    throw Error(state.source(), "'" + prefix + ".conv.weight' must have an odd square kernel");
-  at::Tensor bn[4];
-  const char* const names[] = {"weight", "bias", "running_mean", "running_var"};
-  for (int i = 0; i < 4; ++i) {
-    bn[i] = take(state, prefix + ".bn." + names[i], 1).to(at::kDouble);
-    if (bn[i].size(0) != out)
-      throw Error(state.source(), "'" + prefix + ".bn." + names[i] + "' has " + std::to_string(bn[i].size(0)) +
-                                      " values for " + std::to_string(out) + " channels");
-  }
-  if ((bn[3] < 0).any().item<bool>()) throw Error(state.source(), "'" + prefix + ".bn.running_var' has negative values");
-  const at::Tensor factor = bn[0] / at::sqrt(bn[3] + kYoloxBatchNormEps);
-  const at::Tensor folded_weight = (weight * factor.view({-1, 1, 1, 1})).to(at::kFloat);
-  const at::Tensor folded_bias = (bn[1] - bn[2] * factor).to(at::kFloat);
-  return kernels::Conv2d(folded_weight, folded_bias, stride, (weight.size(2) - 1) / 2, kernels::ConvActivation::kSilu);
-}
-
-kernels::Conv2d load_conv(io::StateDict& state, const std::string& prefix) {
-  const at::Tensor weight = take(state, prefix + ".weight", 4);
-  const at::Tensor bias = take(state, prefix + ".bias", 1);
-  if (bias.size(0) != weight.size(0) || weight.size(2) != weight.size(3) || weight.size(2) % 2 == 0)
-    throw Error(state.source(), "'" + prefix + "' has mismatched weight and bias shapes");
-  return kernels::Conv2d(weight.to(at::kFloat), bias.to(at::kFloat), 1, (weight.size(2) - 1) / 2);
+  return load_conv_bn(state, prefix + ".conv.weight", prefix + ".bn", stride, kYoloxBatchNormEps,
+                      kernels::ConvActivation::kSilu);
 }
 
 size_t count_indexed(const io::StateDict& state, const std::string& prefix, const std::string& suffix) {

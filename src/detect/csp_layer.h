@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "detect/conv_bn.h"
 #include "kernels/conv2d.h"
 
 namespace ptq4sam::detect {
@@ -19,9 +20,6 @@ constexpr double kYoloxBatchNormEps = 1e-3;
 // mmcv's ConvModule: conv (no bias, zero padding (k - 1) / 2) -> BN -> Swish. `<prefix>.conv.weight`
 // and `<prefix>.bn.{weight,bias,running_mean,running_var}`; BN is folded in float64.
 kernels::Conv2d load_conv_module(io::StateDict& state, const std::string& prefix, int64_t stride = 1);
-
-// A plain convolution with bias, no norm, no activation (`<prefix>.weight`, `<prefix>.bias`).
-kernels::Conv2d load_conv(io::StateDict& state, const std::string& prefix);
 
 // conv1 (1x1) -> conv2 (3x3), plus the input when `add_identity` and the widths agree.
 class DarknetBottleneck {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "detect/faster_rcnn.h"
 #include "detect/yolox_detector.h"
 #include "io/checkpoint.h"
 #include "util/error.h"
@@ -9,11 +10,46 @@
 namespace ptq4sam::detect {
 
 std::unique_ptr<Detector> load_detector(const std::string& path, const DetectorOptions& options) {
-  // Every detector's own check names what it lacks; YOLOX is the only one so far. The
-  // checkpoint itself is gone once its model's entries are picked, so that building the model
-  // frees each weight as it is folded.
-  io::StateDict state = yolox_state_dict(io::load_checkpoint(path));
+  // The checkpoint itself is gone once its model's entries are picked, so that building the
+  // model frees each weight as it is folded.
+  io::StateDict state;
+  {
+    const io::StateDict checkpoint = io::load_checkpoint(path);
+    if (is_faster_rcnn(checkpoint)) {
+      state = faster_rcnn_state_dict(checkpoint);
+    } else if (is_yolox(checkpoint)) {
+      state = yolox_state_dict(checkpoint);
+    } else {
+      std::string yolox, faster;
+      for (const auto& key : yolox_missing_keys(checkpoint)) yolox += (yolox.empty() ? "" : ", ") + key;
+      for (const auto& key : faster_rcnn_missing_keys(checkpoint)) faster += (faster.empty() ? "" : ", ") + key;
+      throw Error(path, "not a detector checkpoint: not a YOLOX checkpoint (mmdetection or Megvii layout; missing " +
+                            yolox + ") nor a Faster R-CNN one (mmdetection layout; missing " + faster + ")");
+    }
+  }
+  if (state.contains("backbone.conv1.weight")) return std::make_unique<FasterRcnnDetector>(std::move(state), options);
   return std::make_unique<YoloxDetector>(std::move(state), options);
+}
+
+DetectorOptions detector_options(float score_threshold, float nms_iou) {
+  DetectorOptions options;
+  if (score_threshold >= 0) options.score_threshold = score_threshold;
+  if (nms_iou >= 0) options.nms_iou = nms_iou;
+  return options;
+}
+
+int64_t float_tensor_bytes(const io::StateDict& state) {
+  int64_t bytes = 0;
+  for (const auto& key : state.keys())
+    if (state.at(key).is_floating_point()) bytes += int64_t(state.at(key).nbytes());
+  return bytes;
+}
+
+std::vector<std::string> class_names(int64_t num_classes) {
+  if (num_classes == int64_t(coco_class_names().size())) return coco_class_names();
+  std::vector<std::string> names;
+  for (int64_t i = 0; i < num_classes; ++i) names.push_back("class " + std::to_string(i));
+  return names;
 }
 
 std::vector<Detection> order_by_class(const std::vector<Detection>& detections) {

@@ -10,18 +10,30 @@ class Builder {
  public:
   explicit Builder(uint64_t seed) : gen_(at::make_generator<at::CPUGeneratorImpl>(seed)) {}
 
-  void conv_module(const std::string& prefix, int64_t in, int64_t out, int64_t k) {
-    weight(prefix + ".conv.weight", {out, in, k, k}, std::sqrt(2.0 / double(in * k * k)));
-    state_.insert(prefix + ".bn.weight", at::ones({out}) + 0.1 * at::randn({out}, gen_));
-    state_.insert(prefix + ".bn.bias", 0.1 * at::randn({out}, gen_));
-    state_.insert(prefix + ".bn.running_mean", 0.1 * at::randn({out}, gen_));
-    state_.insert(prefix + ".bn.running_var", at::ones({out}) + 0.2 * at::rand({out}, gen_));
-    state_.insert(prefix + ".bn.num_batches_tracked", at::zeros({}, at::kLong));
+  // A convolution without bias and its batch norm; `gain` scales the norm's weight (small on
+  // a residual branch's last norm keeps a deep random ResNet's activations bounded).
+  void conv_bn(const std::string& weight_key, const std::string& bn, int64_t in, int64_t out, int64_t k,
+               double gain = 1.0) {
+    weight(weight_key, {out, in, k, k}, std::sqrt(2.0 / double(in * k * k)));
+    state_.insert(bn + ".weight", gain * (at::ones({out}) + 0.1 * at::randn({out}, gen_)));
+    state_.insert(bn + ".bias", 0.1 * at::randn({out}, gen_));
+    state_.insert(bn + ".running_mean", 0.1 * at::randn({out}, gen_));
+    state_.insert(bn + ".running_var", at::ones({out}) + 0.2 * at::rand({out}, gen_));
+    state_.insert(bn + ".num_batches_tracked", at::zeros({}, at::kLong));
   }
 
-  void conv(const std::string& prefix, int64_t in, int64_t out, double bias) {
-    weight(prefix + ".weight", {out, in, 1, 1}, 0.1 * std::sqrt(1.0 / double(in)));
+  void conv_module(const std::string& prefix, int64_t in, int64_t out, int64_t k) {
+    conv_bn(prefix + ".conv.weight", prefix + ".bn", in, out, k);
+  }
+
+  void conv(const std::string& prefix, int64_t in, int64_t out, double bias, int64_t k = 1, double gain = 0.1) {
+    weight(prefix + ".weight", {out, in, k, k}, gain * std::sqrt(1.0 / double(in * k * k)));
     state_.insert(prefix + ".bias", at::full({out}, bias) + 0.1 * at::randn({out}, gen_));
+  }
+
+  void fc(const std::string& prefix, int64_t in, int64_t out, double gain) {
+    weight(prefix + ".weight", {out, in}, gain * std::sqrt(1.0 / double(in)));
+    state_.insert(prefix + ".bias", 0.1 * at::randn({out}, gen_));
   }
 
   void csp_layer(const std::string& prefix, int64_t in, int64_t out, int64_t blocks) {
@@ -87,6 +99,36 @@ io::StateDict random_yolox_state_dict(double deepen, double widen, int64_t num_c
     b.conv("bbox_head.multi_level_conv_reg." + l, head, 4, 0.0);
     b.conv("bbox_head.multi_level_conv_obj." + l, head, 1, -6.0);
   }
+  return b.take();
+}
+
+io::StateDict random_faster_rcnn_state_dict(int64_t base, int64_t fpn, int64_t fc, int64_t num_classes, uint64_t seed) {
+  Builder b(seed);
+  b.conv_bn("backbone.conv1.weight", "backbone.bn1", 3, base, 7);
+  const int64_t blocks[4] = {3, 4, 6, 3};
+  int64_t in = base;
+  int64_t c[4];
+  for (int layer = 0; layer < 4; ++layer) {
+    const int64_t width = base << layer, out = 4 * width;
+    for (int64_t i = 0; i < blocks[layer]; ++i) {
+      const std::string p = "backbone.layer" + std::to_string(layer + 1) + "." + std::to_string(i);
+      b.conv_bn(p + ".conv1.weight", p + ".bn1", in, width, 1);
+      b.conv_bn(p + ".conv2.weight", p + ".bn2", width, width, 3);
+      b.conv_bn(p + ".conv3.weight", p + ".bn3", width, out, 1, 0.2);
+      if (i == 0) b.conv_bn(p + ".downsample.0.weight", p + ".downsample.1", in, out, 1);
+      in = out;
+    }
+    c[layer] = in;
+  }
+  for (int i = 0; i < 4; ++i) b.conv("neck.lateral_convs." + std::to_string(i) + ".conv", c[i], fpn, 0.0, 1, 1.0);
+  for (int i = 0; i < 4; ++i) b.conv("neck.fpn_convs." + std::to_string(i) + ".conv", fpn, fpn, 0.0, 3, 1.0);
+  b.conv("rpn_head.rpn_conv", fpn, fpn, 0.0, 3, 1.4);
+  b.conv("rpn_head.rpn_cls", fpn, 3, -2.0, 1, 1.0);
+  b.conv("rpn_head.rpn_reg", fpn, 12, 0.0, 1, 0.1);
+  b.fc("roi_head.bbox_head.shared_fcs.0", fpn * 49, fc, 1.4);
+  b.fc("roi_head.bbox_head.shared_fcs.1", fc, fc, 1.4);
+  b.fc("roi_head.bbox_head.fc_cls", fc, num_classes + 1, 3.0);
+  b.fc("roi_head.bbox_head.fc_reg", fc, 4 * num_classes, 0.1);
   return b.take();
 }
 

@@ -1,6 +1,7 @@
 #pragma once
-// Random YOLOX weights of any size in mmdetection's names, for benches and tests: no published
-// checkpoint is needed to measure a YOLOX-L-shaped network.
+// Random detector weights in mmdetection's names (YOLOX of any size, Faster R-CNN R50-FPN of
+// any width), for benches and tests: no published checkpoint is needed to measure a network of
+// the published size.
 #include <cstdint>
 
 #include "io/checkpoint.h"
@@ -12,5 +13,10 @@ namespace ptq4sam::detect {
 // the identity, objectness biases of -6 so that a few boxes pass the score threshold), in
 // module order. Deterministic for a seed.
 io::StateDict random_yolox_state_dict(double deepen, double widen, int64_t num_classes, uint64_t seed);
+
+// mmdetection's Faster R-CNN with a ResNet-50 of `base` channels (64 for the published one),
+// an FPN of `fpn` channels (256), box-head FCs of `fc` (1024); every tensor in module order.
+// Deterministic for a seed.
+io::StateDict random_faster_rcnn_state_dict(int64_t base, int64_t fpn, int64_t fc, int64_t num_classes, uint64_t seed);
 
 }  // namespace ptq4sam::detect

@@ -261,6 +261,11 @@ bool is_yolox(const io::StateDict& checkpoint) {
   return entries.size() > 0 && missing_keys(entries).empty();
 }
 
+std::vector<std::string> yolox_missing_keys(const io::StateDict& checkpoint) {
+  const io::StateDict entries = yolox_entries(checkpoint);
+  return missing_keys(entries.size() > 0 ? entries : checkpoint);
+}
+
 io::StateDict yolox_state_dict(const io::StateDict& checkpoint) {
   io::StateDict entries = yolox_entries(checkpoint);
   if (entries.size() == 0) entries = checkpoint;

@@ -100,5 +100,7 @@ io::StateDict yolox_state_dict(const io::StateDict& checkpoint);
 
 // True when the checkpoint's keys look like a YOLOX in either naming.
 bool is_yolox(const io::StateDict& checkpoint);
+// Keys every YOLOX has (mmdetection's names) that `checkpoint` lacks, for error messages.
+std::vector<std::string> yolox_missing_keys(const io::StateDict& checkpoint);
 
 }  // namespace ptq4sam::detect

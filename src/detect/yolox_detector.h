@@ -43,6 +43,8 @@ class YoloxDetector : public Detector {
   std::string describe() const override { return model_.config().describe(); }
   const std::vector<std::string>& classes() const override { return classes_; }
   int64_t weight_bytes() const override { return weight_bytes_; }
+  float score_threshold() const override { return score_threshold_; }
+  float nms_iou() const override { return nms_iou_; }
   const Yolox& model() const { return model_; }
 
   // The steps of detect(), for tests and benchmarks.
@@ -51,11 +53,9 @@ class YoloxDetector : public Detector {
                                      YoloxCandidates* candidates = nullptr) const;
 
  private:
-  static int64_t float_bytes(const io::StateDict& state);
-
   int64_t weight_bytes_;  // before model_, which consumes the dict
   Yolox model_;
-  DetectorOptions options_;
+  float score_threshold_, nms_iou_;
   std::vector<std::string> classes_;
 };
 

@@ -38,7 +38,7 @@ struct Conv2d::Impl {
     int64_t out_h, out_w;
   };
   std::mutex mutex;
-  std::map<std::tuple<int64_t, int64_t, int64_t>, std::shared_ptr<const Prepared>> prepared;
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool>, std::shared_ptr<const Prepared>> prepared;
   // The weights in each layout asked for; the plain one (over `weight`) only until the first
   // reorder, so that one copy of the weights stays resident. Another layout is reordered from
   // whichever is held.
@@ -67,9 +67,9 @@ struct Conv2d::Impl {
     return reordered;
   }
 
-  std::shared_ptr<const Prepared> prepare(int64_t n, int64_t h, int64_t w) {
+  std::shared_ptr<const Prepared> prepare(int64_t n, int64_t h, int64_t w, bool with_residual) {
     const std::lock_guard<std::mutex> lock(mutex);
-    const auto key = std::make_tuple(n, h, w);
+    const auto key = std::make_tuple(n, h, w, with_residual);
     const auto it = prepared.find(key);
     if (it != prepared.end()) return it->second;
     const int64_t oh = out_size(h), ow = out_size(w);
@@ -81,11 +81,12 @@ struct Conv2d::Impl {
         bias.defined() ? memory::desc({out_channels}, memory::data_type::f32, memory::format_tag::x) : memory::desc();
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    if (activation == ConvActivation::kSilu) {
-      dnnl::post_ops ops;
-      ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.0f, 0.0f);
-      attr.set_post_ops(ops);
-    }
+    dnnl::post_ops ops;
+    // The residual is in dst when the primitive runs; the sum adds it to the product.
+    if (with_residual) ops.append_sum(1.0f);
+    if (activation == ConvActivation::kSilu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.0f, 0.0f);
+    if (activation == ConvActivation::kRelu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    attr.set_post_ops(ops);
     const dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                                                src, any_weights, bias_desc, dst, {stride, stride}, {padding, padding},
                                                {padding, padding});
@@ -127,15 +128,28 @@ double Conv2d::macs(int64_t height, int64_t width) const {
          double(impl_->out_channels * impl_->in_channels * impl_->kernel * impl_->kernel);
 }
 
-at::Tensor Conv2d::forward(const at::Tensor& x) const {
+at::Tensor Conv2d::forward(const at::Tensor& x) const { return run(x, at::Tensor()); }
+
+at::Tensor Conv2d::forward(const at::Tensor& x, const at::Tensor& residual) const {
+  if (!residual.defined()) throw Error("Conv2d", "residual must be a tensor");
+  return run(x, residual);
+}
+
+at::Tensor Conv2d::run(const at::Tensor& x, const at::Tensor& residual) const {
   if (x.dim() != 4 || x.size(1) != in_channels() || x.scalar_type() != at::kFloat)
     throw Error("Conv2d", "input must be float32 (N, " + std::to_string(in_channels()) + ", H, W)");
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
   if (impl_->out_size(h) < 1 || impl_->out_size(w) < 1) throw Error("Conv2d", "input smaller than the kernel");
   const at::Tensor src = x.contiguous(at::MemoryFormat::ChannelsLast);
-  const auto prepared = impl_->prepare(n, h, w);
+  const auto prepared = impl_->prepare(n, h, w, residual.defined());
   const Impl::Prepared& p = *prepared;
-  at::Tensor out = at::empty({n, out_channels(), p.out_h, p.out_w}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const auto out_options = x.options().memory_format(at::MemoryFormat::ChannelsLast);
+  at::Tensor out = at::empty({n, out_channels(), p.out_h, p.out_w}, out_options);
+  if (residual.defined()) {
+    if (residual.sizes() != out.sizes() || residual.scalar_type() != at::kFloat)
+      throw Error("Conv2d", "residual must be float32 of the output's shape");
+    out.copy_(residual);  // the primitive's sum post-op adds the product to what dst holds
+  }
   auto& engine = cpu_engine();
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, memory(nhwc(n, in_channels(), h, w), engine, const_cast<float*>(src.data_ptr<float>()))},
