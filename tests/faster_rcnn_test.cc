@@ -201,6 +201,44 @@ TEST(FasterRcnnCheckpoint, MissingOrMisshapenTensorsAreClearErrors) {
   EXPECT_NE(what.find("shared_fcs.0.weight' must take 16 x 7 x 7"), std::string::npos) << what;
 }
 
+// Non-finite weights are a damaged file: a clear error naming the tensor, for every kind of
+// tensor the model takes (conv, batch norm, FC).
+TEST(FasterRcnnCheckpoint, NonFiniteWeightsAreErrors) {
+  for (const std::string& key : {"rpn_head.rpn_cls.weight", "neck.fpn_convs.2.conv.bias", "roi_head.bbox_head.fc_cls.bias",
+                                 "backbone.layer2.0.bn1.running_var"}) {
+    const io::StateDict state = detect::random_faster_rcnn_state_dict(8, 16, 32, 80, 5);
+    io::StateDict poisoned;
+    poisoned.set_source("poisoned.pth");
+    for (const auto& k : state.keys()) {
+      at::Tensor t = state.at(k).clone();
+      if (k == key) t.view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+      poisoned.insert(k, t);
+    }
+    const std::string what = test::error_of([&] { detect::FasterRcnnDetector(std::move(poisoned), {}); });
+    EXPECT_NE(what.find("poisoned.pth: '" + key + "' holds NaN or infinite values"), std::string::npos) << what;
+  }
+}
+
+// No proposals at all (every box of zero size) is an empty result, not an error.
+TEST(FasterRcnnCheckpoint, NoProposalsGiveNoDetections) {
+  io::StateDict state = detect::random_faster_rcnn_state_dict(8, 16, 32, 80, 6);
+  io::StateDict shrunk;
+  for (const auto& k : state.keys()) {
+    at::Tensor t = state.at(k);
+    // dw, dh of -1000 clamp to exp(-4.135) = 1/62.5 of the anchor: boxes stay positive, so
+    // move every centre far outside instead, where clipping leaves no width.
+    if (k == "rpn_head.rpn_reg.weight") t = at::zeros_like(t);
+    if (k == "rpn_head.rpn_reg.bias") t = at::full_like(t, -1000.0);
+    shrunk.insert(k, t);
+  }
+  const detect::FasterRcnnDetector detector(std::move(shrunk), {});
+  at::manual_seed(2);
+  detect::FasterRcnnTrace trace;
+  EXPECT_TRUE(detector.detect_traced(at::randint(0, 256, {60, 80, 3}, at::kByte), &trace).empty());
+  EXPECT_TRUE(trace.proposals.boxes.empty());
+  EXPECT_EQ(trace.head.cls_score.size(0), 0);
+}
+
 TEST(FasterRcnnCheckpoint, PublishedSizeLoadsAndOddImagesDetect) {
   // The published widths (ResNet-50 base 64, FPN 256, fc 1024) are read from the shapes.
   {

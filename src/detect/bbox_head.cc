@@ -38,7 +38,7 @@ BBoxHead::BBoxHead(io::StateDict& state, const std::string& prefix, int64_t chan
 }
 
 BBoxHead::Outputs BBoxHead::forward(const at::Tensor& roi_feats) const {
-  const at::Tensor x = roi_feats.reshape({roi_feats.size(0), -1});
+  const at::Tensor x = roi_feats.reshape({roi_feats.size(0), fc1_weight_.size(1)});  // also for no RoIs
   using kernels::Activation;
   const at::Tensor h1 = kernels::linear(x, fc1_weight_, fc1_bias_, Activation::kRelu);
   const at::Tensor h2 = kernels::linear(h1, fc2_weight_, fc2_bias_, Activation::kRelu);

@@ -8,6 +8,9 @@ at::Tensor take_float(io::StateDict& state, const std::string& name, int64_t dim
   at::Tensor t = state.take(name);
   if (t.dim() != dim || !t.is_floating_point() || t.numel() == 0)
     throw Error(state.source(), "'" + name + "' must be a non-empty " + std::to_string(dim) + "-d float tensor");
+  // A published detector's weights are finite; NaN or infinity means a damaged file, which
+  // would otherwise surface as silently empty or arbitrary detections.
+  if (!at::isfinite(t).all().item<bool>()) throw Error(state.source(), "'" + name + "' holds NaN or infinite values");
   return t;
 }
 

@@ -21,7 +21,8 @@ kernels::Conv2d load_conv_bn(io::StateDict& state, const std::string& weight_key
 kernels::Conv2d load_conv(io::StateDict& state, const std::string& prefix, int64_t stride = 1,
                           kernels::ConvActivation activation = kernels::ConvActivation::kNone);
 
-// `name` taken out of the dict, checked to be a non-empty float tensor of `dim` dimensions.
+// `name` taken out of the dict, checked to be a non-empty, finite float tensor of `dim`
+// dimensions.
 at::Tensor take_float(io::StateDict& state, const std::string& name, int64_t dim);
 
 }  // namespace ptq4sam::detect

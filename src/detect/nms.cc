@@ -11,7 +11,7 @@ std::vector<int64_t> nms(const std::vector<Box>& boxes, const std::vector<float>
   if (boxes.size() != scores.size()) throw Error("nms", "needs one score per box");
   std::vector<int64_t> order(boxes.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return scores[size_t(a)] > scores[size_t(b)]; });
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return ranks_before(scores[size_t(a)], scores[size_t(b)]); });
   std::vector<float> areas(boxes.size());
   for (size_t i = 0; i < boxes.size(); ++i) areas[i] = (boxes[i].x1 - boxes[i].x0) * (boxes[i].y1 - boxes[i].y0);
   std::vector<char> suppressed(boxes.size(), 0);

@@ -10,6 +10,10 @@ struct Box {
   float x0, y0, x1, y1;
 };
 
+// The descending-score order the detectors sort by, NaN last (a strict weak order even for the
+// NaN scores a hostile checkpoint can produce).
+inline bool ranks_before(float a, float b) { return a > b || (a == a && b != b); }
+
 // Greedy NMS: boxes visited by descending score (ties keep their input order), a box is
 // suppressed when its IoU with a kept one is > iou_threshold (strictly); IoU = inter / (area_i
 // + area_j - inter) with area = (x2 - x1)(y2 - y1) (mmcv's offset 0). Returns the kept indices

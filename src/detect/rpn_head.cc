@@ -56,7 +56,7 @@ Proposals RPNHead::proposals(const Outputs& outputs, int64_t height, int64_t wid
     std::vector<int64_t> order(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
     if (options.nms_pre > 0 && n > options.nms_pre) {
-      std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return scores[size_t(x)] > scores[size_t(y)]; });
+      std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return ranks_before(scores[size_t(x)], scores[size_t(y)]); });
       order.resize(size_t(options.nms_pre));
     }
     const std::vector<Box> anchors = level_anchors(kFpnStrides[level], h, w, ratios_, anchor_scale_);
