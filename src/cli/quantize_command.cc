@@ -414,7 +414,7 @@ Runner add_quantize_command(CLI::App& app) {
                   "are the folder's files, numbered by the digits ending their names (COCO's 000000397133.jpg is image 397133)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--calib-detector", o->calib_detector,
-                  "Prompt calibration with a detector's boxes (YOLOX checkpoint), as the seed does")
+                  "Prompt calibration with a detector's boxes (YOLOX or Faster R-CNN checkpoint), as the seed does")
       ->check(CLI::ExistingFile);
   cmd->add_option("--calib-count", o->calib_count,
                   "Calibration images: the first in the annotations' order after mmdetection's training-set filter "
