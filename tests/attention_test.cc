@@ -5,6 +5,7 @@
 #include <atomic>
 
 #include "kernels/attention.h"
+#include "kernels/cpu_isa.h"
 
 namespace ptq4sam {
 namespace {
@@ -63,6 +64,42 @@ TEST(Attention, ProbabilityHooksRunSeriallyUnlessConcurrent) {
   EXPECT_EQ(calls.load(), 2 * 3);  // each head of each window, in one chunk
 
   EXPECT_TRUE(at::allclose(fast(in, concurrent), expected, 1e-5, 1e-6));
+}
+
+}  // namespace
+}  // namespace ptq4sam
+
+namespace ptq4sam {
+namespace {
+
+// The decoder's image-to-token direction: many queries over a few prompt tokens, which the
+// kernel runs fused (scores, softmax and output in one pass per row). Rows past the last full
+// group of sixteen take the scalar version, which must give the same bits.
+struct FewKeysCase {
+  int64_t queries, keys, width, heads;
+  kernels::ScoreScaling scaling;
+};
+
+TEST(Attention, FewKeysFusedMatchesTheAutogradPathAndTheScalarVersion) {
+  for (const FewKeysCase c : {FewKeysCase{4096 + 5, 7, 128, 8, kernels::ScoreScaling::kDivideScores},
+                              FewKeysCase{37, 16, 48, 3, kernels::ScoreScaling::kScaleQueries},
+                              FewKeysCase{20, 1, 32, 2, kernels::ScoreScaling::kDivideScores}}) {
+    SCOPED_TRACE(testing::Message() << c.queries << " queries, " << c.keys << " keys");
+    at::manual_seed(11);
+    // Scores of a few units, as the decoder's; the query is a slice of a wider tensor (a fused
+    // projection's), so rows are strided.
+    const at::Tensor wide = at::randn({2, c.queries, 2 * c.width});
+    const at::Tensor q = wide.narrow(2, c.width, c.width), k = at::randn({2, c.keys, c.width}),
+                     v = at::randn({2, c.keys, c.width});
+    const at::Tensor expected =
+        kernels::multi_head_attention(q.clone().requires_grad_(true), k, v, c.heads, c.scaling).detach();
+    const at::Tensor fused = kernels::multi_head_attention(q, k, v, c.heads, c.scaling);
+    // The softmax's exponential is exp_avx512's scheme (within 2 ulp of expf) and the sums run
+    // in another order than BLAS's: a few ulp of outputs of size ~1.
+    EXPECT_TRUE(at::allclose(fused, expected, 1e-5, 1e-5)) << (fused - expected).abs().max().item<double>();
+    const kernels::ScopedCpuLimit generic(kernels::CpuIsa::kGeneric);
+    EXPECT_TRUE(at::equal(kernels::multi_head_attention(q, k, v, c.heads, c.scaling), fused));
+  }
 }
 
 }  // namespace

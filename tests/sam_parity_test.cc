@@ -242,5 +242,62 @@ TEST(SamParity, EndToEnd) {
   }
 }
 
+// Prompts without a mask input share the decoder's image side (computed once per image), and a
+// batch's prompts share its products. Both are faithful float32 computations of the official
+// per-prompt path, differing from it only in how sums are blocked (the products' row counts
+// differ: the image once against once per prompt, one prompt against a batch), so each is held
+// to the bound the official numbers are, kSpreadFactor times the one-ulp spread.
+TEST(SamParity, SharedImageSideMatchesThePerPromptPath) {
+  PTQ4SAM_REQUIRE_FIXTURES("sam_tiny");
+  Fixture& f = fixture(fixtures);
+  const sam::Sam& model = *f.model;
+  torch::NoGradGuard no_grad;
+  ASSERT_TRUE(model.mask_decoder->transformer->shares_image_side());
+  for (const auto& c : f.cases["cases"]) {
+    if (c.contains("mask_input")) continue;
+    const std::string name = c["name"];
+    SCOPED_TRACE(name);
+    sam::Prompt prompt = prompt_from_case(c, f.golden), shifted = prompt;
+    for (auto& p : shifted.points) p.x = std::max(0.0, p.x - 20);
+    if (shifted.box) shifted.box->x0 = std::max(0.0, shifted.box->x0 - 20);
+    const bool multimask = c["multimask"].get<bool>();
+    const sam::Prediction shared = f.decoder_only->predict({prompt, shifted}, multimask, /*return_logits=*/true);
+    const sam::Prediction alone = f.decoder_only->predict({shifted}, multimask, /*return_logits=*/true);
+    // The per-prompt path, as the official MaskDecoder.forward runs it.
+    at::Tensor boxes, coords, labels;
+    if (prompt.box) {
+      boxes = at::tensor({prompt.box->x0, prompt.box->y0, prompt.box->x1, prompt.box->y1}, at::kDouble).view({1, 4});
+      boxes = f.decoder_only->transform().apply_boxes(boxes, f.decoder_only->original_size()).to(at::kFloat);
+    }
+    if (!prompt.points.empty()) {
+      coords = at::empty({1, int64_t(prompt.points.size()), 2}, at::kDouble);
+      labels = at::empty({1, int64_t(prompt.points.size())}, at::kInt);
+      for (size_t j = 0; j < prompt.points.size(); ++j) {
+        coords[0][j][0] = prompt.points[j].x;
+        coords[0][j][1] = prompt.points[j].y;
+        labels[0][j] = prompt.points[j].label;
+      }
+      coords = f.decoder_only->transform().apply_coords(coords, f.decoder_only->original_size()).to(at::kFloat);
+    }
+    const auto [sparse, dense] = model.prompt_encoder->forward(coords, labels, boxes, at::Tensor());
+    const auto [low_res, iou] = model.mask_decoder->forward(f.decoder_only->features(), model.prompt_encoder->get_dense_pe(),
+                                                            sparse, dense, multimask);
+    const at::Tensor embedding = f.golden.at("image_embedding");
+    const Spread spread = decoder_spread(f, embedding, one_rounding(embedding), prompt, multimask);
+    const double low_res_diff = (low_res[0] - shared.low_res[0]).abs().max().item<double>();
+    const double iou_diff = (iou[0] - shared.iou[0]).abs().max().item<double>();
+    std::printf("%s: shared image side against per prompt: low-res max |diff| %.3g (%.2f x its one-ulp spread), IoU %.3g "
+                "(%.2f x)\n",
+                name.c_str(), low_res_diff, low_res_diff / spread.low_res, iou_diff, iou_diff / spread.iou);
+    EXPECT_LE(low_res_diff, tolerance(spread.low_res, low_res[0]));
+    EXPECT_LE(iou_diff, tolerance(spread.iou, iou[0]));
+    const Spread shifted_spread = decoder_spread(f, embedding, one_rounding(embedding), shifted, multimask);
+    const double batch_diff = (alone.low_res[0] - shared.low_res[1]).abs().max().item<double>();
+    std::printf("%s: a prompt alone against in a batch of two: low-res max |diff| %.3g (%.2f x its one-ulp spread)\n",
+                name.c_str(), batch_diff, batch_diff / shifted_spread.low_res);
+    EXPECT_LE(batch_diff, tolerance(shifted_spread.low_res, alone.low_res[0]));
+  }
+}
+
 }  // namespace
 }  // namespace ptq4sam

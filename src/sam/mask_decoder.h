@@ -28,6 +28,13 @@ class MaskDecoder : public torch::nn::Module {
   std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& image_embeddings, const at::Tensor& image_pe,
                                             const at::Tensor& sparse_prompt_embeddings,
                                             const at::Tensor& dense_prompt_embeddings, bool multimask_output) const;
+  // What forward computes from the image alone, for an image embedding (1, C, E, E) and a dense
+  // embedding (1, C, E, E) that every prompt shares (see TwoWayTransformer::shares_image_side).
+  SharedImageSide image_side(const at::Tensor& image_embeddings, const at::Tensor& image_pe,
+                             const at::Tensor& dense_prompt_embeddings) const;
+  // forward from an image side: the same outputs for the sparse embeddings (B, n, C).
+  std::pair<at::Tensor, at::Tensor> forward(const SharedImageSide& image, const at::Tensor& sparse_prompt_embeddings,
+                                            bool multimask_output) const;
 
   MaskDecoderConfig config;
   int64_t num_mask_tokens;
@@ -37,6 +44,16 @@ class MaskDecoder : public torch::nn::Module {
   std::shared_ptr<LayerNorm2d> upscale_norm;
   std::vector<std::shared_ptr<MLP>> output_hypernetworks_mlps;
   std::shared_ptr<MLP> iou_prediction_head;
+
+ private:
+  // The iou and mask tokens followed by the prompt's sparse embeddings (B, n, C).
+  at::Tensor prompt_tokens(const at::Tensor& sparse) const;
+  // The outputs from the transformer's tokens hs (B, n, C) and image keys (B, E*E, C).
+  std::pair<at::Tensor, at::Tensor> predict_masks(const at::Tensor& hs, const at::Tensor& keys,
+                                                  bool multimask_output) const;
+  // output_upscaling on channels-last keys (B, E*E, C): (B, (4E)^2, C / 8), its pixels in
+  // the order predict_masks describes.
+  at::Tensor upscale(const at::Tensor& keys) const;
 };
 
 }  // namespace ptq4sam::sam

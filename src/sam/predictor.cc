@@ -45,11 +45,13 @@ void Predictor::set_torch_image(const at::Tensor& input_image, std::pair<int64_t
   input_size_ = {input_image.size(-2), input_image.size(-1)};
   const at::Tensor x = model_->preprocess(input_image.to(at::kFloat).reshape({1, 3, input_size_.first, input_size_.second}));
   features_ = model_->image_encoder->forward(x);
+  image_side_ = std::make_shared<ImageSideCache>();
 }
 
 void Predictor::set_features(const at::Tensor& features, std::pair<int64_t, int64_t> input_size,
                              std::pair<int64_t, int64_t> original_size) {
   features_ = features.to(at::kFloat).contiguous();
+  image_side_ = std::make_shared<ImageSideCache>();
   input_size_ = input_size;
   original_size_ = original_size;
 }
@@ -129,7 +131,20 @@ std::pair<at::Tensor, at::Tensor> Predictor::decode(const at::Tensor& coords, co
   if (!features_.defined()) throw Error("predict", "no image set");
   torch::NoGradGuard no_grad;
   const auto [sparse, dense] = model_->prompt_encoder->forward(coords, labels, boxes, masks);
-  return model_->mask_decoder->forward(features_, model_->prompt_encoder->get_dense_pe(), sparse, dense, multimask_output);
+  const MaskDecoder& decoder = *model_->mask_decoder;
+  // Without mask inputs every prompt's dense embedding is the same no-mask embedding.
+  if (!masks.defined() && features_.size(0) == 1 && decoder.transformer->shares_image_side())
+    return decoder.forward(*image_side(dense), sparse, multimask_output);
+  return decoder.forward(features_, model_->prompt_encoder->get_dense_pe(), sparse, dense, multimask_output);
+}
+
+std::shared_ptr<const SharedImageSide> Predictor::image_side(const at::Tensor& dense) const {
+  const std::shared_ptr<ImageSideCache> cache = image_side_;
+  const std::lock_guard<std::mutex> lock(cache->mutex);
+  if (!cache->side)
+    cache->side = std::make_shared<const SharedImageSide>(
+        model_->mask_decoder->image_side(features_, model_->prompt_encoder->get_dense_pe(), dense.narrow(0, 0, 1)));
+  return cache->side;
 }
 
 at::Tensor Predictor::upscale(const at::Tensor& low_res) const {

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -81,6 +82,7 @@ class Predictor {
   // Forgets the image (SamPredictor.reset_image): predict throws again until the next one.
   void reset_image() {
     features_ = at::Tensor();
+    image_side_ = std::make_shared<ImageSideCache>();
     original_size_ = input_size_ = {0, 0};
   }
   bool is_image_set() const { return features_.defined(); }
@@ -94,7 +96,17 @@ class Predictor {
   int64_t decoder_chunk() const { return decoder_chunk_; }
 
  private:
+  // The decoder's work on the current image that every prompt without a mask input shares
+  // (MaskDecoder::image_side), made by the first decode that may use it. A new image gets a
+  // new cache, so copies of a predictor never see each other's.
+  struct ImageSideCache {
+    std::mutex mutex;
+    std::shared_ptr<const SharedImageSide> side;
+  };
+  std::shared_ptr<const SharedImageSide> image_side(const at::Tensor& dense) const;
+
   std::shared_ptr<Sam> model_;
+  std::shared_ptr<ImageSideCache> image_side_ = std::make_shared<ImageSideCache>();
   ResizeLongestSide transform_;
   at::Tensor features_;
   int64_t decoder_chunk_ = kDecoderChunk;
