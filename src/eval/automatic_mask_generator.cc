@@ -81,11 +81,17 @@ void process_batch(const sam::Predictor& predictor, const std::vector<std::array
   const float low = float(sam::Sam::kMaskThreshold - o.stability_score_offset);
   std::vector<uint8_t> binary(size_t(crop_h * crop_w)), full;
   for (size_t i = 0; i < count; ++i) {
-    const at::Tensor logits = predictor.upscale(low_res.narrow(0, int64_t(i), 1))[0].contiguous();
-    for (int64_t k = 0; k < logits.size(0); ++k) {
+    // Only the masks that pass the IoU filter are upscaled (each mask's numbers are its own).
+    std::vector<int64_t> kept;
+    for (int64_t k = 0; k < iou_values.size(1); ++k)
+      if (!(o.pred_iou_thresh > 0.0) || iou_of[int64_t(i)][k] > iou_thresh) kept.push_back(k);
+    if (kept.empty()) continue;
+    const at::Tensor logits =
+        predictor.upscale(low_res.narrow(0, int64_t(i), 1).index_select(1, at::tensor(kept, at::kLong)))[0].contiguous();
+    for (size_t slot = 0; slot < kept.size(); ++slot) {
+      const int64_t k = kept[slot];
       const float predicted_iou = iou_of[int64_t(i)][k];
-      if (o.pred_iou_thresh > 0.0 && !(predicted_iou > iou_thresh)) continue;
-      const float* l = logits[k].data_ptr<float>();
+      const float* l = logits[int64_t(slot)].data_ptr<float>();
       int64_t intersection = 0, union_ = 0;
       for (int64_t p = 0; p < crop_h * crop_w; ++p) {
         intersection += l[p] > high;
