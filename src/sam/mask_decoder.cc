@@ -90,9 +90,13 @@ std::pair<at::Tensor, at::Tensor> MaskDecoder::predict_masks(const at::Tensor& h
     at::Tensor out = pixels[b];
     at::mm_out(out, upscale(keys.narrow(0, b, 1))[0], hyper[b]);
   }
-  const at::Tensor masks = pixels.view({batch, side, side, 2, 2, 2, 2, count})
-                               .permute({0, 7, 1, 3, 5, 2, 4, 6})
-                               .reshape({batch, count, 4 * side, 4 * side});
+  // Returned as the official's slice of all the tokens' masks, strides included: for one mask
+  // per prompt a contiguous (B, 1, H, W) tensor also reads as channels-last, which sends ATen's
+  // upsampling (postprocess_masks) down its channels-last kernel, 2.5x slower here.
+  const at::Tensor all = at::empty({batch, num_mask_tokens, 4 * side, 4 * side}, hs.options());
+  const at::Tensor masks = all.narrow(1, first, count);
+  masks.view({batch, count, side, 2, 2, side, 2, 2})
+      .copy_(pixels.view({batch, side, side, 2, 2, 2, 2, count}).permute({0, 7, 1, 3, 5, 2, 4, 6}));
   const at::Tensor iou_pred = iou_prediction_head->forward(iou_token_out);
   return {masks, iou_pred.narrow(1, first, count)};
 }
