@@ -54,7 +54,7 @@ at::Tensor MaskDecoder::prompt_tokens(const at::Tensor& sparse) const {
   return at::cat({output_tokens, sparse}, 1);
 }
 
-at::Tensor MaskDecoder::upscale(const at::Tensor& keys) const {
+MaskDecoder::UpscalingProducts MaskDecoder::upscaling_products() const {
   // A 2 x 2, stride-2 transposed convolution writes each output pixel from one input pixel, so it
   // is one product per input pixel with the kernel's taps as extra outputs: rows of the weight
   // in (tap row, tap column, channel) order put each output pixel's channels side by side for
@@ -63,12 +63,17 @@ at::Tensor MaskDecoder::upscale(const at::Tensor& keys) const {
     const at::Tensor& w = conv.weight;  // (in, out, 2, 2)
     return std::make_pair(w.permute({2, 3, 1, 0}).reshape({-1, w.size(0)}).contiguous(), conv.bias.repeat({4}));
   };
-  const auto [w1, b1] = as_linear(*upscale1);
-  const auto [w2, b2] = as_linear(*upscale2);
+  UpscalingProducts p;
+  std::tie(p.w1, p.b1) = as_linear(*upscale1);
+  std::tie(p.w2, p.b2) = as_linear(*upscale2);
+  return p;
+}
+
+at::Tensor MaskDecoder::upscale(const at::Tensor& keys, const UpscalingProducts& p) const {
   const int64_t batch = keys.size(0), c1 = upscale1->weight.size(1), c2 = upscale2->weight.size(1);
-  at::Tensor x = kernels::linear(keys, w1, b1).view({batch, -1, c1});
+  at::Tensor x = kernels::linear(keys, p.w1, p.b1).view({batch, -1, c1});
   x = at::gelu(upscale_norm->forward_channels_last(x));
-  return kernels::linear(x, w2, b2, Activation::kGelu).view({batch, -1, c2});
+  return kernels::linear(x, p.w2, p.b2, Activation::kGelu).view({batch, -1, c2});
 }
 
 std::pair<at::Tensor, at::Tensor> MaskDecoder::predict_masks(const at::Tensor& hs, const at::Tensor& keys,
@@ -85,10 +90,11 @@ std::pair<at::Tensor, at::Tensor> MaskDecoder::predict_masks(const at::Tensor& h
   // Pixels come in (row, column, tap row, tap column, tap row, tap column) order of the two
   // upscalings; the low-res mask row is 4 row + 2 tap row + second tap row, and so for columns.
   // One prompt at a time: its upscaled pixels (8 MB at ViT scale) stay in cache for the product.
+  const UpscalingProducts products = upscaling_products();
   at::Tensor pixels = at::empty({batch, keys.size(1) * 16, count}, hs.options());
   for (int64_t b = 0; b < batch; ++b) {
     at::Tensor out = pixels[b];
-    at::mm_out(out, upscale(keys.narrow(0, b, 1))[0], hyper[b]);
+    at::mm_out(out, upscale(keys.narrow(0, b, 1), products)[0], hyper[b]);
   }
   // Returned as the official's slice of all the tokens' masks, strides included: for one mask
   // per prompt a contiguous (B, 1, H, W) tensor also reads as channels-last, which sends ATen's

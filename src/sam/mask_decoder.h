@@ -51,9 +51,15 @@ class MaskDecoder : public torch::nn::Module {
   // The outputs from the transformer's tokens hs (B, n, C) and image keys (B, E*E, C).
   std::pair<at::Tensor, at::Tensor> predict_masks(const at::Tensor& hs, const at::Tensor& keys,
                                                   bool multimask_output) const;
+  // output_upscaling's two transposed convolutions as the weights and biases of products per
+  // input pixel, made once per decoder call.
+  struct UpscalingProducts {
+    at::Tensor w1, b1, w2, b2;
+  };
+  UpscalingProducts upscaling_products() const;
   // output_upscaling on channels-last keys (B, E*E, C): (B, (4E)^2, C / 8), its pixels in
   // the order predict_masks describes.
-  at::Tensor upscale(const at::Tensor& keys) const;
+  at::Tensor upscale(const at::Tensor& keys, const UpscalingProducts& products) const;
 };
 
 }  // namespace ptq4sam::sam
